@@ -1,0 +1,45 @@
+# opengen: the two front-door commands are `make lab` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+# Tests and CI read the data from ../shared/data when it sits beside the clone.
+ifeq ($(origin OPENGEN_DATA), undefined)
+  ifneq ($(wildcard ../shared/data/MNIST/raw),)
+    export OPENGEN_DATA := $(abspath ../shared/data)
+  endif
+endif
+
+.PHONY: install lab test test-nbs test-py export clean readme
+
+# Install (once) into $(VENV); reinstalls only when the package definition changes.
+$(VENV)/.installed: setup.py settings.ini
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -e ".[dev]"
+	# a kernel spec that points at this venv's python, whatever is first on PATH
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (opengen)"
+	touch $@
+
+install: $(VENV)/.installed
+
+lab: install
+	$(BIN)/jupyter lab nbs/
+
+test: install
+	$(BIN)/nbdev_test --n_workers 2 --timing
+	$(BIN)/pytest -q tests
+
+test-nbs: install
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+test-py: install
+	$(BIN)/pytest -q tests
+
+export: install
+	$(BIN)/nbdev_export
+
+clean: install
+	$(BIN)/nbdev_clean
+
+readme: install
+	$(BIN)/jupyter nbconvert --to markdown --TemplateExporter.exclude_output=True --stdout nbs/index.ipynb 2>/dev/null > README.md

@@ -1,0 +1,102 @@
+"""The learner trains, resumes exactly after an interruption, and stops cleanly on nan."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from opengen.checkpoints import load_state
+from opengen.data import get_dls
+from opengen.learner import (Callback, CheckpointCB, EMACB, GradClipCB, Learner, MetricsCB, NonFiniteLossError,
+                             OneCycleCB, ProgressCB, synthetic_regression)
+
+
+def tiny_cnn():
+    return nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.Dropout(0.1), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(16 * 7 * 7, 10))   # (B,16,7,7) -> (B,784) -> (B,10)
+
+
+class KillAt(Callback):
+    "Simulate a crash after optimizer step `n`."
+    def __init__(self, n): self.n = n
+    def after_batch(self, learn):
+        if learn.training and learn.train_iter == self.n: raise KeyboardInterrupt
+
+
+def make(path, seed, extra=()):
+    torch.manual_seed(seed)
+    dls = get_dls('mnist', bs=64, n_train=640, n_valid=256)   # 10 batches per epoch
+    return Learner(tiny_cnn(), dls, F.cross_entropy, lr=1e-2, device='cpu',
+                   cbs=[OneCycleCB(), EMACB(0.99), GradClipCB(2.0), MetricsCB(show=False), ProgressCB(),
+                        CheckpointCB(path, every=4, resume=True), *extra])
+
+
+def test_loss_falls_on_mnist():
+    torch.manual_seed(0)
+    dls = get_dls('mnist', bs=64, n_train=1280, n_valid=256)
+    learn = Learner(tiny_cnn(), dls, F.cross_entropy, lr=1e-2, device='cpu', cbs=[OneCycleCB(), MetricsCB(show=False)])
+    learn.fit(2)
+    ep = learn.cb(MetricsCB).epochs
+    steps = [r['loss'] for r in learn.cb(MetricsCB).steps]
+    assert sum(steps[-5:]) / 5 < 0.7 * sum(steps[:5]) / 5
+    assert ep[-1]['valid_loss'] < ep[0]['valid_loss'] < 2.3
+
+
+def test_interrupted_then_resumed_matches_uninterrupted(tmp_path):
+    a = make(tmp_path / 'a.safetensors', seed=0).fit(3)
+    with pytest.raises(KeyboardInterrupt):
+        make(tmp_path / 'b.safetensors', seed=0, extra=[KillAt(15)]).fit(3)
+    ck = load_state(tmp_path / 'b.safetensors')
+    assert ck['train_iter'] == 12 and ck['loader']['pos'] == 2   # mid-epoch: epoch 1, batch 2
+    b = make(tmp_path / 'b.safetensors', seed=123).fit(3)        # different init: everything must come from the file
+    assert a.train_iter == b.train_iter == 30
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+    for va, vb in zip(a.ema_model.state_dict().values(), b.ema_model.state_dict().values()):
+        assert torch.equal(va, vb)
+    assert [r['loss'] for r in a.cb(MetricsCB).steps] == [r['loss'] for r in b.cb(MetricsCB).steps]
+    assert a.opt.param_groups[0]['lr'] == b.opt.param_groups[0]['lr']
+
+
+def test_resume_after_epoch_boundary(tmp_path):
+    a = make(tmp_path / 'a.safetensors', seed=0).fit(2)
+    with pytest.raises(KeyboardInterrupt):
+        make(tmp_path / 'b.safetensors', seed=0, extra=[KillAt(11)]).fit(2)
+    assert load_state(tmp_path / 'b.safetensors')['train_iter'] == 10   # saved at the end of epoch 0
+    b = make(tmp_path / 'b.safetensors', seed=7).fit(2)
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / 'c.safetensors'
+    learn = Learner(nn.Linear(2, 1), synthetic_regression(), F.mse_loss, lr=1e6, opt_func=torch.optim.SGD,
+                    device='cpu', cbs=[CheckpointCB(path, every=1)])
+    with pytest.raises(NonFiniteLossError, match='weights were not updated'):
+        learn.fit(5)
+    good = load_state(path)
+    assert torch.isfinite(good['model']['weight']).all()
+    assert torch.isfinite(learn.model.weight).all()   # the bad step was never applied
+
+
+def test_single_batch_debug_does_not_train():
+    torch.manual_seed(0)
+    learn = Learner(nn.Linear(2, 1), synthetic_regression(), F.mse_loss, device='cpu')
+    w = learn.model.weight.detach().clone()
+    rep = learn.debug()
+    assert rep['preds'].startswith('(32, 1)') and set(rep['grad_norms']) == {'weight', 'bias'}
+    assert torch.equal(learn.model.weight, w) and learn.train_iter == 1
+
+
+def test_metrics_files(tmp_path):
+    torch.manual_seed(0)
+    learn = Learner(nn.Linear(2, 1), synthetic_regression(), F.mse_loss, lr=0.1, device='cpu',
+                    cbs=[MetricsCB({'mae': lambda p, y: (p - y).abs().mean()}, out_dir=tmp_path, show=False)])
+    learn.fit(2)
+    assert {'history.csv', 'epochs.csv', 'loss_curve.png'} <= {p.name for p in tmp_path.iterdir()}
+    header = (tmp_path / 'epochs.csv').read_text().splitlines()[0]
+    assert header.startswith('epoch,train_loss,train_mae,valid_loss,valid_mae')
+
+
+def test_bad_fit_arguments():
+    learn = Learner(nn.Linear(2, 1), synthetic_regression(), F.mse_loss, device='cpu')
+    with pytest.raises(ValueError, match='n_epochs'): learn.fit(-1)
