@@ -7,7 +7,7 @@ __all__ = ['DATASETS', 'RAW_FILES', 'DatasetInfo', 'dataset_name', 'label_names'
            'to_pixel_range', 'from_pixel_range', 'ArrayLoader', 'DataLoaders', 'subset', 'get_dls', 'loader_throughput',
            'show_images', 'show_class_grid', 'class_means']
 
-# %% ../nbs/01_data.ipynb #946f7e2c
+# %% ../nbs/01_data.ipynb #f266da92
 import contextlib, io, math
 from pathlib import Path
 from typing import NamedTuple
@@ -18,7 +18,7 @@ from torchvision import datasets
 
 from .core import data_root, get_device
 
-# %% ../nbs/01_data.ipynb #85fc3b2f
+# %% ../nbs/01_data.ipynb #0a9ad17f
 class DatasetInfo(NamedTuple):
     "How to find and describe one dataset."
     tv_class: type     # the torchvision dataset class that reads the IDX files
@@ -47,7 +47,7 @@ def label_names(name: str = 'mnist') -> tuple:
     "The class names of dataset `name`, indexed by label."
     return DATASETS[dataset_name(name)].classes
 
-# %% ../nbs/01_data.ipynb #86f5bb3d
+# %% ../nbs/01_data.ipynb #eefa02b3
 class DataNotFoundError(FileNotFoundError):
     "The dataset's IDX files are not in the data root and could not be downloaded."
 
@@ -60,7 +60,9 @@ def _missing_message(name, root, reason):
             f"or point OPENGEN_DATA (or the `root` argument) at a folder that holds {info.folder}/raw/. "
             "On a machine with internet, download=True fetches them.")
 
-# %% ../nbs/01_data.ipynb #eb2ad9b4
+# %% ../nbs/01_data.ipynb #3b914216
+_CACHE: dict = {}   # (name, split, root) -> ImageSet: each split is read from disk once per process
+
 class ImageSet(NamedTuple):
     "A whole dataset split in memory."
     x: torch.Tensor    # (N, 28, 28) uint8 images, 0 = background
@@ -74,10 +76,12 @@ def load_dataset(name: str = 'mnist', # 'mnist' or 'fashion'
                  root: str | Path | None = None, # data root; default `$OPENGEN_DATA`, else ~/.cache/opengen/data
                  download: bool = True # fetch missing files from the internet
                 ) -> ImageSet:
-    "Load a whole split of MNIST or Fashion-MNIST into memory as a `uint8` `ImageSet`."
+    "Load a whole split of MNIST or Fashion-MNIST into memory as a `uint8` `ImageSet` (cached: don't modify it in place)."
     name = dataset_name(name)
     if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     info, root = DATASETS[name], data_root(root)
+    cached = _CACHE.get((name, split, str(root)))
+    if cached is not None: return cached
     try:
         # torchvision prints its download attempts; keep them out of the student's notebook
         with contextlib.redirect_stdout(io.StringIO()):
@@ -92,9 +96,12 @@ def load_dataset(name: str = 'mnist', # 'mnist' or 'fashion'
     x, y = ds.data, ds.targets
     if x.dtype != torch.uint8 or x.shape[1:] != (28, 28):
         raise ValueError(f"{info.folder} in {root} is not 28x28 uint8 images; the IDX files may be damaged.")
-    return ImageSet(x.contiguous(), y.long(), info.classes, name, split)
+    ds = ImageSet(x.contiguous(), y.long(), info.classes, name, split)
+    if len(_CACHE) >= 8: _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[(name, split, str(root))] = ds
+    return ds
 
-# %% ../nbs/01_data.ipynb #36017d44
+# %% ../nbs/01_data.ipynb #4412f750
 def to_pixel_range(x: torch.Tensor, # uint8 images, 0..255
                    pixel_range: tuple = (0., 1.) # (low, high) of the float output
                   ) -> torch.Tensor:
@@ -107,7 +114,7 @@ def from_pixel_range(x: torch.Tensor, pixel_range: tuple = (0., 1.)) -> torch.Te
     lo, hi = pixel_range
     return ((x - lo) / (hi - lo)).clamp(0, 1)
 
-# %% ../nbs/01_data.ipynb #04c8bdbe
+# %% ../nbs/01_data.ipynb #2c2d122a
 class ArrayLoader:
     "Batches `(images, labels)` sliced from in-memory tensors (uint8 images scaled on the fly); resumable mid-epoch."
     def __init__(self, x: torch.Tensor, # (N, 28, 28) uint8 images (or any float data, passed through)
@@ -161,7 +168,7 @@ class ArrayLoader:
         "Resume: the next `iter` replays the saved epoch's order from batch `pos`."
         self.gen.set_state(sd['gen']); self._start = int(sd['pos'])
 
-# %% ../nbs/01_data.ipynb #97a8f9d8
+# %% ../nbs/01_data.ipynb #f05ae1bd
 class DataLoaders(NamedTuple):
     "A training and a validation loader, plus what describes them."
     train: ArrayLoader
@@ -192,7 +199,7 @@ def get_dls(name: str = 'mnist', # 'mnist' or 'fashion'
                        ArrayLoader(va.x, va.y, bs * 2, pixel_range=pixel_range, device=device),
                        tr.classes, tr.name)
 
-# %% ../nbs/01_data.ipynb #01ea7096
+# %% ../nbs/01_data.ipynb #1d5c6237
 def loader_throughput(loader, # any iterable of batches
                       n_batches: int = 100 # how many batches to time
                      ) -> float:
@@ -203,7 +210,7 @@ def loader_throughput(loader, # any iterable of batches
         if k >= n_batches: break
     return k / (time.perf_counter() - t0)
 
-# %% ../nbs/01_data.ipynb #35ab4b0b
+# %% ../nbs/01_data.ipynb #13567c67
 def show_images(x: torch.Tensor, # (N,1,H,W), (N,H,W) images; uint8 or float in `pixel_range`
                 nrow: int | None = None, # images per row (default: a near-square grid)
                 titles=None, # optional list of N titles
@@ -235,7 +242,7 @@ def show_images(x: torch.Tensor, # (N,1,H,W), (N,H,W) images; uint8 or float in 
     fig.tight_layout()
     return fig
 
-# %% ../nbs/01_data.ipynb #21fffaf2
+# %% ../nbs/01_data.ipynb #ef7a7e1a
 def show_class_grid(ds: ImageSet, # a dataset split
                     per_class: int = 10, # examples per class (columns)
                     seed: int = 0):
