@@ -10,7 +10,7 @@ ifeq ($(origin OPENGEN_DATA), undefined)
   endif
 endif
 
-.PHONY: install lab test test-nbs test-py export clean readme
+.PHONY: install lab test test-nbs test-py export clean readme docs docs-serve
 
 # Install (once) into $(VENV); reinstalls only when the package definition changes.
 $(VENV)/.installed: setup.py settings.ini
@@ -43,3 +43,11 @@ clean: install
 
 readme: install
 	$(BIN)/jupyter nbconvert --to markdown --TemplateExporter.exclude_output=True --stdout nbs/index.ipynb 2>/dev/null > README.md
+
+# The course website, offline: nbdev's processing of nbs/ then mkdocs-material (see tools/build_docs.py), into _site/.
+docs: install
+	$(BIN)/python tools/build_docs.py --site _site
+
+# Serve the built site on http://127.0.0.1:8000 (Ctrl-C stops it).
+docs-serve: docs
+	$(BIN)/python -m http.server --bind 127.0.0.1 --directory _site 8000

@@ -7,7 +7,7 @@ __all__ = ['DATASETS', 'RAW_FILES', 'DatasetInfo', 'dataset_name', 'label_names'
            'to_pixel_range', 'from_pixel_range', 'ArrayLoader', 'DataLoaders', 'subset', 'get_dls', 'loader_throughput',
            'show_images', 'show_class_grid', 'class_means']
 
-# %% ../nbs/01_data.ipynb #f266da92
+# %% ../nbs/01_data.ipynb #0b97a76c
 import contextlib, io, math
 from pathlib import Path
 from typing import NamedTuple
@@ -18,7 +18,7 @@ from torchvision import datasets
 
 from .core import data_root, get_device
 
-# %% ../nbs/01_data.ipynb #0a9ad17f
+# %% ../nbs/01_data.ipynb #773b8574
 class DatasetInfo(NamedTuple):
     "How to find and describe one dataset."
     tv_class: type     # the torchvision dataset class that reads the IDX files
@@ -47,7 +47,7 @@ def label_names(name: str = 'mnist') -> tuple:
     "The class names of dataset `name`, indexed by label."
     return DATASETS[dataset_name(name)].classes
 
-# %% ../nbs/01_data.ipynb #eefa02b3
+# %% ../nbs/01_data.ipynb #d776964a
 class DataNotFoundError(FileNotFoundError):
     "The dataset's IDX files are not in the data root and could not be downloaded."
 
@@ -60,7 +60,7 @@ def _missing_message(name, root, reason):
             f"or point OPENGEN_DATA (or the `root` argument) at a folder that holds {info.folder}/raw/. "
             "On a machine with internet, download=True fetches them.")
 
-# %% ../nbs/01_data.ipynb #3b914216
+# %% ../nbs/01_data.ipynb #9ea6e7db
 _CACHE: dict = {}   # (name, split, root) -> ImageSet: each split is read from disk once per process
 
 class ImageSet(NamedTuple):
@@ -101,7 +101,7 @@ def load_dataset(name: str = 'mnist', # 'mnist' or 'fashion'
     _CACHE[(name, split, str(root))] = ds
     return ds
 
-# %% ../nbs/01_data.ipynb #4412f750
+# %% ../nbs/01_data.ipynb #a277d5ae
 def to_pixel_range(x: torch.Tensor, # uint8 images, 0..255
                    pixel_range: tuple = (0., 1.) # (low, high) of the float output
                   ) -> torch.Tensor:
@@ -114,7 +114,7 @@ def from_pixel_range(x: torch.Tensor, pixel_range: tuple = (0., 1.)) -> torch.Te
     lo, hi = pixel_range
     return ((x - lo) / (hi - lo)).clamp(0, 1)
 
-# %% ../nbs/01_data.ipynb #2c2d122a
+# %% ../nbs/01_data.ipynb #9a645bef
 class ArrayLoader:
     "Batches `(images, labels)` sliced from in-memory tensors (uint8 images scaled on the fly); resumable mid-epoch."
     def __init__(self, x: torch.Tensor, # (N, 28, 28) uint8 images (or any float data, passed through)
@@ -168,7 +168,7 @@ class ArrayLoader:
         "Resume: the next `iter` replays the saved epoch's order from batch `pos`."
         self.gen.set_state(sd['gen']); self._start = int(sd['pos'])
 
-# %% ../nbs/01_data.ipynb #f05ae1bd
+# %% ../nbs/01_data.ipynb #ccb9c9a7
 class DataLoaders(NamedTuple):
     "A training and a validation loader, plus what describes them."
     train: ArrayLoader
@@ -199,7 +199,7 @@ def get_dls(name: str = 'mnist', # 'mnist' or 'fashion'
                        ArrayLoader(va.x, va.y, bs * 2, pixel_range=pixel_range, device=device),
                        tr.classes, tr.name)
 
-# %% ../nbs/01_data.ipynb #1d5c6237
+# %% ../nbs/01_data.ipynb #12844dfb
 def loader_throughput(loader, # any iterable of batches
                       n_batches: int = 100 # how many batches to time
                      ) -> float:
@@ -210,7 +210,7 @@ def loader_throughput(loader, # any iterable of batches
         if k >= n_batches: break
     return k / (time.perf_counter() - t0)
 
-# %% ../nbs/01_data.ipynb #13567c67
+# %% ../nbs/01_data.ipynb #893aa44d
 def show_images(x: torch.Tensor, # (N,1,H,W), (N,H,W) images; uint8 or float in `pixel_range`
                 nrow: int | None = None, # images per row (default: a near-square grid)
                 titles=None, # optional list of N titles
@@ -242,7 +242,7 @@ def show_images(x: torch.Tensor, # (N,1,H,W), (N,H,W) images; uint8 or float in 
     fig.tight_layout()
     return fig
 
-# %% ../nbs/01_data.ipynb #ef7a7e1a
+# %% ../nbs/01_data.ipynb #2791103a
 def show_class_grid(ds: ImageSet, # a dataset split
                     per_class: int = 10, # examples per class (columns)
                     seed: int = 0):

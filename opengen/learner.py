@@ -8,7 +8,7 @@ __all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException',
            'OneCycleCB', 'EMACB', 'GradClipCB', 'NonFiniteLossError', 'NaNGuardCB', 'CheckpointCB', 'SingleBatchCB',
            'debug']
 
-# %% ../nbs/02_learner.ipynb #f2aae04b
+# %% ../nbs/02_learner.ipynb #332d56de
 import math, random, time, copy, csv
 from pathlib import Path
 from operator import attrgetter
@@ -24,7 +24,7 @@ from .core import get_device
 from .checkpoints import save_state, load_state
 from .data import ArrayLoader
 
-# %% ../nbs/02_learner.ipynb #a9ae1a52
+# %% ../nbs/02_learner.ipynb #f7383b11
 class CancelFitException(Exception): "Raise in a callback to end `fit` early (cleanly)."
 class CancelEpochException(Exception): "Raise in a callback to skip the rest of this epoch."
 class CancelBatchException(Exception): "Raise in a callback to skip the rest of this batch."
@@ -57,7 +57,7 @@ class with_cbs:
             finally: o.callback(f'cleanup_{self.nm}')
         return _f
 
-# %% ../nbs/02_learner.ipynb #a8e0ac97
+# %% ../nbs/02_learner.ipynb #ee3dc4c7
 class TrainCB(Callback):
     "The standard training step: predict, loss, backward, optimizer step, zero grad."
     def __init__(self, n_inp: int = 1): self.n_inp = n_inp # how many batch elements are model inputs
@@ -74,7 +74,7 @@ def to_device(b, device):
     if isinstance(b, dict): return {k: to_device(v, device) for k, v in b.items()}
     return b
 
-# %% ../nbs/02_learner.ipynb #043a303f
+# %% ../nbs/02_learner.ipynb #b0e66bbf
 class Learner:
     "One training loop for every model: stages call callbacks; the step itself is a callback (`TrainCB`)."
     default_cbs = ()
@@ -194,7 +194,7 @@ class Learner:
         for k, cb, _ in list(self._cb_states()):
             if k in sd['cbs']: cb.load_state_dict(sd['cbs'][k])
 
-# %% ../nbs/02_learner.ipynb #4179e511
+# %% ../nbs/02_learner.ipynb #cba8e71f
 class SimpleDLs:
     "Training and validation loaders as a pair (anything with `.train` and `.valid`)."
     def __init__(self, train, valid): self.train, self.valid = train, valid
@@ -208,7 +208,7 @@ def synthetic_regression(n: int = 512, bs: int = 32, seed: int = 0) -> SimpleDLs
     y = y[:, None]   # (n,) -> (n, 1), the shape of the model's output
     return SimpleDLs(ArrayLoader(x[:k], y[:k], bs, shuffle=True, drop_last=True, seed=seed), ArrayLoader(x[k:], y[k:], bs * 2))
 
-# %% ../nbs/02_learner.ipynb #bd02ebc1
+# %% ../nbs/02_learner.ipynb #88899d06
 class ProgressCB(Callback):
     "A progress bar over each pass's batches, showing the running loss."
     order = 50
@@ -301,7 +301,7 @@ class MetricsCB(Callback):
     def state_dict(self): return {'steps': self.steps, 'epochs': self.epochs}
     def load_state_dict(self, sd): self.steps, self.epochs = list(sd['steps']), list(sd['epochs'])
 
-# %% ../nbs/02_learner.ipynb #2e0b8715
+# %% ../nbs/02_learner.ipynb #01e9ba4c
 def one_cycle_lr(t: int, # step (0-based)
                  T: int, # total steps
                  lr_max: float, pct_start: float = 0.25, div: float = 25., div_final: float = 1e4) -> float:
@@ -322,7 +322,7 @@ class OneCycleCB(Callback):
         lr = one_cycle_lr(learn.train_iter, learn.n_steps, learn.lr_fit, self.pct_start, self.div, self.div_final)
         for g in learn.opt.param_groups: g['lr'] = lr
 
-# %% ../nbs/02_learner.ipynb #70806053
+# %% ../nbs/02_learner.ipynb #ed6475d9
 class EMACB(Callback):
     "Keeps an exponential moving average of the weights in `learn.ema_model` (decay warmed up)."
     order = 10
@@ -341,7 +341,7 @@ class EMACB(Callback):
     def state_dict(self): return None if self.ema is None else self.ema.state_dict()
     def load_state_dict(self, sd): self.ema.load_state_dict(sd)
 
-# %% ../nbs/02_learner.ipynb #f0cb8375
+# %% ../nbs/02_learner.ipynb #27747471
 class GradClipCB(Callback):
     "Clip the global gradient norm to `max_norm`; the norm before clipping is in `learn.grad_norm`."
     order = 5
@@ -370,7 +370,7 @@ class NaNGuardCB(Callback):
 
 Learner.default_cbs = (NaNGuardCB,)   # every learner guards against nan/inf from now on
 
-# %% ../nbs/02_learner.ipynb #7912a2e4
+# %% ../nbs/02_learner.ipynb #3271e8a5
 class CheckpointCB(Callback):
     "Save the full training state every `every` steps and each epoch; `resume=True` restores it at the start of fit."
     order = 200   # last: after metrics and EMA have seen the batch
@@ -391,7 +391,7 @@ class CheckpointCB(Callback):
         if learn.training and self.every and learn.train_iter % self.every == 0: self.save(learn)
     def after_epoch(self, learn): self.save(learn)
 
-# %% ../nbs/02_learner.ipynb #fb18c56c
+# %% ../nbs/02_learner.ipynb #07624f33
 class SingleBatchCB(Callback):
     "Stop `fit` after the first batch."
     order = 1000

@@ -10,7 +10,7 @@ __all__ = ['FID_WEIGHTS_URL', 'DomainClassifier', 'AugmentCB', 'accuracy', 'pred
            'real_images', 'diversity', 'precision_recall', 'blur', 'add_noise', 'param_count', 'train_time', 'RealData',
            'is_conditional', 'evaluate', 'reference_row', 'results_table', 'save_evaluated']
 
-# %% ../nbs/05_metrics.ipynb #9a70626b
+# %% ../nbs/05_metrics.ipynb #37ce916a
 import contextlib, hashlib, inspect, math, os, time, warnings
 from pathlib import Path
 
@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import WEIGHTS_DIR, cache_dir, make_generator
+from .core import WEIGHTS_DIR, cache_dir, hardware_info, make_generator
 from .data import dataset_name, load_dataset, to_pixel_range, get_dls
 from .checkpoints import Configurable, load_pretrained, save, write_model_card, read_meta
 from .learner import Learner, Callback, OneCycleCB, MetricsCB, EMACB, ProgressCB
 
-# %% ../nbs/05_metrics.ipynb #f1ccd71e
+# %% ../nbs/05_metrics.ipynb #06e55b01
 def _conv_bn(c_in, c_out):
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
@@ -47,7 +47,7 @@ class DomainClassifier(Configurable, nn.Module):
 
     def forward(self, x): return self.head(self.body(x))
 
-# %% ../nbs/05_metrics.ipynb #e73ad037
+# %% ../nbs/05_metrics.ipynb #fc2ec3d3
 class AugmentCB(Callback):
     "Random shifts of up to `max_shift` pixels (and optional horizontal flips) of each training batch."
     def __init__(self, max_shift: int = 2, flip: bool = False): self.max_shift, self.flip = max_shift, flip
@@ -66,7 +66,7 @@ class AugmentCB(Callback):
             x = torch.where(m[:, None, None, None], x.flip(-1), x)
         learn.batch = (x, *rest)
 
-# %% ../nbs/05_metrics.ipynb #306b335a
+# %% ../nbs/05_metrics.ipynb #c2afa13e
 def accuracy(preds, y): "Fraction of correct argmax predictions."; return (preds.argmax(1) == y).float().mean()
 
 @torch.no_grad()
@@ -98,12 +98,11 @@ def train_classifier(dataset: str = 'mnist', # 'mnist' or 'fashion'
     wall = time.time() - t0
     ema = learn.ema_model.cpu()
     acc = classifier_accuracy(ema, name)
-    dev = learn.device
     meta = {'description': f'Domain classifier for {name}: its accuracy measures conditional samples and its '
                            f'{ema.config["n_features"]}-d penultimate layer is the feature space of FID and precision/recall.',
             'command': f"python -c \"from opengen.metrics import train_classifier; train_classifier('{name}', epochs={epochs})\"",
             'data': f'{name} train (60,000{"" if n_train is None else f", subset {n_train}"}), tested on the 10,000 test images',
-            'hardware': torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'CPU ({os.cpu_count()} cores)',
+            'hardware': hardware_info(learn.device),
             'epochs': epochs, 'batch_size': bs, 'lr': lr, 'wall_time_s': round(wall, 1), 'weights': 'EMA (0.999)',
             'metrics': {'test_accuracy': round(acc, 4)}}
     out = Path(out or WEIGHTS_DIR / f'classifier_{name}.safetensors')
@@ -111,7 +110,7 @@ def train_classifier(dataset: str = 'mnist', # 'mnist' or 'fashion'
     if show: print(f'{name}: test accuracy {acc:.4f}, {wall:.0f}s -> {out}')
     return ema
 
-# %% ../nbs/05_metrics.ipynb #a9ccb00e
+# %% ../nbs/05_metrics.ipynb #4175d1d3
 _CLF_CACHE: dict = {}
 
 def load_classifier(dataset: str = 'mnist', device='cpu') -> DomainClassifier:
@@ -120,7 +119,7 @@ def load_classifier(dataset: str = 'mnist', device='cpu') -> DomainClassifier:
     if key not in _CLF_CACHE: _CLF_CACHE[key] = load_pretrained(f'classifier_{key[0]}', device=device)
     return _CLF_CACHE[key]
 
-# %% ../nbs/05_metrics.ipynb #a4396515
+# %% ../nbs/05_metrics.ipynb #93ff898b
 from pytorch_fid.fid_score import calculate_frechet_distance
 
 def feature_stats(f) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +134,7 @@ def frechet_distance(stats_a: tuple, stats_b: tuple) -> float:
         warnings.simplefilter('ignore')   # pytorch-fid warns and regularises when a covariance is singular
         return float(calculate_frechet_distance(*stats_a, *stats_b))
 
-# %% ../nbs/05_metrics.ipynb #fdfc2a83
+# %% ../nbs/05_metrics.ipynb #c4ec6ba0
 def _check_images(x: torch.Tensor, what: str = 'images') -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1:] != (1, 28, 28):
         raise ValueError(f'{what} must be a tensor of shape (N, 1, 28, 28), got {getattr(x, "shape", type(x))}')
@@ -185,7 +184,7 @@ def classifier_fid(x: torch.Tensor, dataset: str = 'mnist') -> float:
     "FID in the domain classifier's feature space between images `x` and the real test set."
     return frechet_distance(feature_stats(classifier_features(x, dataset)), real_stats(dataset))
 
-# %% ../nbs/05_metrics.ipynb #5fb9c9af
+# %% ../nbs/05_metrics.ipynb #5fd1fe57
 FID_WEIGHTS_URL = 'https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth'
 
 class InceptionUnavailable(RuntimeError):
@@ -249,7 +248,7 @@ def inception_fid(x: torch.Tensor, dataset: str = 'mnist', weights=None, n_real:
     real = stats() if src == 'random' else cached_stats(f'{name}_test{n_real}_inception_{hashlib.sha256(src.encode()).hexdigest()[:8]}', stats)
     return frechet_distance(feature_stats(inception_features(x, model, bs)), real)
 
-# %% ../nbs/05_metrics.ipynb #fa126900
+# %% ../nbs/05_metrics.ipynb #e82f53ca
 def conditional_accuracy(x: torch.Tensor, # samples (N,1,28,28) in [0, 1]
                          labels: torch.Tensor, # the classes that were asked for, (N,)
                          dataset: str = 'mnist') -> dict:
@@ -260,7 +259,7 @@ def conditional_accuracy(x: torch.Tensor, # samples (N,1,28,28) in [0, 1]
     per = {int(c): hit[labels == c].mean().item() for c in labels.unique()}
     return {'accuracy': hit.mean().item(), 'per_class': per}
 
-# %% ../nbs/05_metrics.ipynb #b7264934
+# %% ../nbs/05_metrics.ipynb #427ec27e
 def mean_pairwise_distance(x: torch.Tensor, labels: torch.Tensor, max_per_class: int = 300) -> float:
     "Mean over classes of the mean pairwise RMS pixel distance between images of the same class."
     x = x.flatten(1).double(); labels = torch.as_tensor(labels).cpu()
@@ -291,7 +290,7 @@ def diversity(x: torch.Tensor, # samples (N,1,28,28) in [0, 1]
     labels = torch.as_tensor(labels).cpu()
     return mean_pairwise_distance(x, labels) / mean_pairwise_distance(real_images(dataset, labels, seed=seed), labels)
 
-# %% ../nbs/05_metrics.ipynb #3e2ab944
+# %% ../nbs/05_metrics.ipynb #fa87135f
 def _knn_radii(f: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
     "Distance from each row of `f` to its k-th nearest other row."
     out = []
@@ -312,7 +311,7 @@ def precision_recall(real_f, fake_f, k: int = 3) -> tuple[float, float]:
     recall = _in_manifold(real_f, fake_f, _knn_radii(fake_f, k)).float().mean().item()
     return precision, recall
 
-# %% ../nbs/05_metrics.ipynb #91968df7
+# %% ../nbs/05_metrics.ipynb #e39bc8ae
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     "Gaussian blur of images (N,1,H,W) with standard deviation `sigma` pixels."
     if sigma <= 0: return x
@@ -325,7 +324,7 @@ def add_noise(x: torch.Tensor, std: float, seed: int = 0) -> torch.Tensor:
     "Real images plus Gaussian noise of `std`, clamped to [0, 1]."
     return (x + std * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))).clamp(0, 1)
 
-# %% ../nbs/05_metrics.ipynb #8dd3f67f
+# %% ../nbs/05_metrics.ipynb #12fd3412
 def param_count(model: nn.Module) -> int:
     "Number of parameters of `model` (0 for objects without parameters, e.g. a real-data sampler)."
     return sum(p.numel() for p in model.parameters()) if isinstance(model, nn.Module) else 0
@@ -334,7 +333,7 @@ def train_time(model) -> float | None:
     "Training wall time in seconds, read from the checkpoint metadata (`model.meta`), if recorded."
     return (getattr(model, 'meta', None) or {}).get('wall_time_s')
 
-# %% ../nbs/05_metrics.ipynb #904f3e03
+# %% ../nbs/05_metrics.ipynb #4a63eb3e
 class RealData:
     "A 'model' whose samples are real training images: evaluating it gives the real-data reference row."
     conditional = True
@@ -389,24 +388,26 @@ def reference_row(dataset: str = 'mnist', n: int = 1000, seed: int = 0) -> dict:
     if key not in _REF_CACHE: _REF_CACHE[key] = evaluate(RealData(dataset), dataset, n, seed=seed)
     return _REF_CACHE[key]
 
-# %% ../nbs/05_metrics.ipynb #a51ea50d
+# %% ../nbs/05_metrics.ipynb #a7f5564b
 _COLUMNS = {'fid_clf': 'FID (clf) ↓', 'fid_inception': 'FID (Inception) ↓', 'precision': 'precision ↑', 'recall': 'recall ↑',
             'accuracy': 'accuracy ↑', 'diversity': 'diversity (1 = real)', 'params': 'params',
             'images_per_s': 'images/s', 'train_time_s': 'train time (s)', 'n': 'n'}
 
 def results_table(rows: dict, # name -> `evaluate` result
                   reference: dict | bool = True): # a reference row, True to compute it, False for none
-    "A pandas table of `evaluate` results with the real-data reference row first."
+    "A pandas table (for display) of `evaluate` results with the real-data reference row first; '–' = not applicable."
     import pandas as pd
     rows = dict(rows)
     if reference is True and rows:
         first = next(iter(rows.values())); reference = reference_row(first['dataset'], first['n'])
-    if reference: rows = {'real data (reference)': reference, **rows}
-    df = pd.DataFrame({name: {v: r.get(k) for k, v in _COLUMNS.items()} for name, r in rows.items()}).T
-    df = df[[c for c in df.columns if df[c].notna().any()]]
-    return df.astype(object).where(df.notna(), '–')
+    cost = ('params', 'images_per_s', 'train_time_s')   # meaningless for real data
+    if reference: rows = {'real data (reference)': {k: v for k, v in reference.items() if k not in cost}, **rows}
+    fmt = {'params': '{:,.0f}', 'images_per_s': '{:,.0f}', 'train_time_s': '{:,.0f}', 'n': '{:,.0f}'}
+    cell = lambda k, v: '–' if v is None else fmt[k].format(v) if k in fmt else v
+    df = pd.DataFrame({name: {_COLUMNS[k]: cell(k, r.get(k)) for k in _COLUMNS} for name, r in rows.items()}).T
+    return df[[c for c in df.columns if (df[c] != '–').any()]]
 
-# %% ../nbs/05_metrics.ipynb #7a7b17a6
+# %% ../nbs/05_metrics.ipynb #243cc793
 _CARD_KEYS = ('fid_clf', 'precision', 'recall', 'accuracy', 'diversity', 'images_per_s')
 
 def save_evaluated(model, path: str | Path, meta: dict, dataset: str = 'mnist', n: int = 1000, **sample_options) -> dict:

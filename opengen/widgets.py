@@ -5,19 +5,20 @@
 # %% auto #0
 __all__ = ['to_png', 'ImagePane', 'Explorer', 'latency_ms', 'latent_explorer', 'cvae_explorer']
 
-# %% ../nbs/30_widgets.ipynb #c9198135
-import io, time
+# %% ../nbs/30_widgets.ipynb #c2d27654
+import base64, hashlib, html, io, itertools, json, time
 
 import numpy as np
 import torch
 import ipywidgets as W
 from PIL import Image
 
-# %% ../nbs/30_widgets.ipynb #6f934303
+# %% ../nbs/30_widgets.ipynb #3b9eb0c3
 def to_png(x: torch.Tensor, # (N,1,H,W), (N,H,W) or (H,W) images in [0, 1]
            nrow: int | None = None, # images per row
            scale: int = 4, # enlargement factor (nearest neighbour)
-           pad: int = 1) -> bytes:
+           pad: int = 1, # grey border between images
+           compress: int = 1) -> bytes: # zlib level: 1 is fast (live updates), 9 is small (static previews)
     "Encode images in [0, 1] as one PNG grid (fast enough for interactive use)."
     x = x.detach().float().cpu().clamp(0, 1)
     if x.ndim == 2: x = x[None]
@@ -30,7 +31,7 @@ def to_png(x: torch.Tensor, # (N,1,H,W), (N,H,W) or (H,W) images in [0, 1]
         grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = x[i]
     img = Image.fromarray((grid.numpy() * 255).round().astype(np.uint8))
     if scale > 1: img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    buf = io.BytesIO(); img.save(buf, format='png', compress_level=1)
+    buf = io.BytesIO(); img.save(buf, format='png', compress_level=compress)
     return buf.getvalue()
 
 class ImagePane:
@@ -38,12 +39,12 @@ class ImagePane:
     def __init__(self, scale: int = 4): self.scale, self.widget = scale, W.Image(format='png')
     def show(self, x: torch.Tensor, nrow: int | None = None): self.widget.value = to_png(x, nrow, self.scale)
 
-# %% ../nbs/30_widgets.ipynb #e88bf5ba
+# %% ../nbs/30_widgets.ipynb #92375ce3
 class Explorer:
     "Controls + an `ImagePane`; `update()` redraws from the controls. `.ui` is the widget to display."
     def __init__(self, controls: list, draw, # `draw(**values) -> images` in [0, 1]
                  nrow=None, scale: int = 4, title: str = ''):
-        self.controls, self.draw, self.nrow = controls, draw, nrow
+        self.controls, self.draw, self.nrow, self.title = controls, draw, nrow, title
         self.pane = ImagePane(scale); self.times = []
         for c in controls:
             if isinstance(c, W.Button): c.on_click(lambda _: self.update())
@@ -54,7 +55,7 @@ class Explorer:
 
     def values(self) -> dict:
         "Current values of the named controls."
-        return {c.description.rstrip(':').strip(): c.value for c in self.controls if not isinstance(c, W.Button) and c.description}
+        return {_name(c): c.value for c in self.controls if not isinstance(c, W.Button) and c.description}
 
     @torch.no_grad()
     def update(self):
@@ -64,9 +65,22 @@ class Explorer:
         self.pane.show(x, nrow)
         self.times.append(time.perf_counter() - t0)
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.ui)
+    # the static preview: positions per slider, frames at most, base64 bytes of frames at most
+    static_steps, static_max_frames, static_max_bytes = 11, 121, 250_000
+
+    def static_frames(self) -> tuple[list, list]:
+        "Controls varied in the static preview (`(control, values, labels)`) and their frames as PNG bytes."
+        return _static_frames(self, self.static_steps, self.static_max_frames, self.static_max_bytes)
+
+    def static_html(self) -> str:
+        "A self-contained HTML preview: precomputed frames and a little JavaScript that swaps them."
+        return _static_html(self)
+
+    def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
+        "The live widget where a kernel runs, and the static preview (`text/html`) for pages without one."
+        data = dict(self.ui._repr_mimebundle_(include=include, exclude=exclude) or {})
+        data['text/html'] = self.static_html()
+        return data
 
 def latency_ms(explorer: Explorer, n: int = 20) -> float:
     "Median time in ms of `n` redraws of `explorer` (decode + PNG + widget update)."
@@ -74,7 +88,88 @@ def latency_ms(explorer: Explorer, n: int = 20) -> float:
     for _ in range(n): explorer.update()
     return 1000 * float(np.median(explorer.times))
 
-# %% ../nbs/30_widgets.ipynb #a61f0858
+# %% ../nbs/30_widgets.ipynb #df81604a
+def _name(c) -> str:
+    "The keyword a control's value is passed under."
+    return c.description.rstrip(':').strip()
+
+def _static_controls(controls, steps: int = 11, max_frames: int = 121) -> list:
+    "`(control, values, labels)` to vary in a static preview: dropdowns, then leading sliders while the frames fit."
+    out, n = [], 1
+    for c in controls:
+        if not getattr(c, 'description', ''): continue
+        if isinstance(c, W.Dropdown):
+            vals, labels = list(c._options_values), [str(o) for o in c._options_labels]
+        elif isinstance(c, (W.FloatSlider, W.IntSlider)):
+            if isinstance(c, W.IntSlider): vals = list(dict.fromkeys(int(round(v)) for v in np.linspace(c.min, c.max, min(steps, c.max - c.min + 1))))
+            else: vals = [round(float(v), 6) for v in np.linspace(c.min, c.max, steps)]
+            labels = [f'{v:.2f}' if isinstance(v, float) else str(v) for v in vals]
+        else: continue
+        if n * len(vals) > max_frames: continue
+        out.append((c, vals, labels)); n *= len(vals)
+    return out
+
+@torch.no_grad()
+def _static_frames(ex, steps: int = 11, max_frames: int = 121, max_bytes: int = 250_000) -> tuple[list, list]:
+    "Varied controls and one small PNG per combination of their values (row-major, last control fastest)."
+    base = ex.values()
+    while True:
+        ctl, frames = _static_controls(ex.controls, steps, max_frames), []
+        for combo in itertools.product(*[vals for _, vals, _ in ctl]):
+            v = {**base, **{_name(c): x for (c, _, _), x in zip(ctl, combo)}}
+            nrow = ex.nrow(**v) if callable(ex.nrow) else ex.nrow
+            frames.append(to_png(ex.draw(**v), nrow, scale=1, compress=9))
+        if steps <= 3 or sum(map(len, frames)) * 4 / 3 <= max_bytes: return ctl, frames
+        steps -= 2        # too big (large grids): fewer slider positions, still odd so the middle value stays
+
+_STATIC_JS = """(function(){
+var root=document.currentScript?document.currentScript.parentNode:document.getElementById('%s');
+var spec=JSON.parse(root.querySelector('script.ogx-data').textContent);
+var img=root.querySelector('img.ogx-img'), inputs=root.querySelectorAll('[data-ogx]');
+function redraw(){var k=0;inputs.forEach(function(el){var i=+el.getAttribute('data-ogx'),j=+el.value;k+=j*spec.strides[i];
+var o=el.parentNode.querySelector('output');if(o)o.textContent=spec.labels[i][j];});
+img.src='data:image/png;base64,'+spec.frames[k];}
+inputs.forEach(function(el){el.addEventListener('input',redraw);el.addEventListener('change',redraw);});
+})();"""
+
+def _static_html(ex) -> str:
+    "The preview's HTML: controls, the image, the frames as JSON and the script that swaps them."
+    ctl, frames = ex.static_frames()
+    if not frames: return ''
+    w, h = Image.open(io.BytesIO(frames[0])).size
+    base, varied = ex.values(), {id(c): i for i, (c, _, _) in enumerate(ctl)}
+    idx = [min(range(len(v)), key=lambda j: abs(v[j] - base[_name(c)]) if isinstance(base[_name(c)], (int, float)) else v[j] != base[_name(c)])
+           for c, v, _ in ctl]
+    strides = [int(np.prod([len(v) for _, v, _ in ctl[i + 1:]])) for i in range(len(ctl))]
+    k0 = sum(i * s for i, s in zip(idx, strides))
+    uid = 'ogx-' + hashlib.sha1(b''.join(frames)).hexdigest()[:10]
+    rows = []
+    for c in ex.controls:
+        if isinstance(c, W.Button) or not c.description: continue
+        name = html.escape(_name(c))
+        if id(c) in varied:
+            i = varied[id(c)]; _, vals, labels = ctl[i]
+            if isinstance(c, W.Dropdown):
+                opts = ''.join(f'<option value="{j}"{" selected" * (j == idx[i])}>{html.escape(l)}</option>' for j, l in enumerate(labels))
+                rows.append(f'<label>{name} <select data-ogx="{i}">{opts}</select></label>')
+            else:
+                rows.append(f'<label>{name} <input type="range" data-ogx="{i}" min="0" max="{len(vals) - 1}" step="1" value="{idx[i]}" '
+                            f'aria-label="{name}"> <output>{html.escape(labels[idx[i]])}</output></label>')
+        else:
+            v = base[_name(c)]
+            rows.append(f'<span style="opacity:.6">{name} = {html.escape(f"{v:.2f}" if isinstance(v, float) else str(v))} (fixed here)</span>')
+    spec = json.dumps({'strides': strides, 'labels': [l for _, _, l in ctl],
+                       'frames': [base64.b64encode(f).decode() for f in frames]}).replace('</', '<\\/')
+    title = f'<b>{html.escape(ex.title)}</b><br>' if ex.title else ''
+    return (f'<div class="opengen-static-explorer" id="{uid}" style="font-family:sans-serif;font-size:0.8rem">{title}'
+            f'<div style="display:flex;gap:1em;align-items:flex-start;flex-wrap:wrap">'
+            f'<div style="display:flex;flex-direction:column;gap:.3em">{"".join(rows)}'
+            f'<small style="opacity:.6">Static preview: {len(frames)} precomputed frames.<br>Run the notebook for the live widget.</small></div>'
+            f'<img class="ogx-img" alt="{html.escape(ex.title or "explorer")}" width="{w * ex.pane.scale}" height="{h * ex.pane.scale}" '
+            f'style="image-rendering:pixelated" src="data:image/png;base64,{base64.b64encode(frames[k0]).decode()}"></div>'
+            f'<script type="application/json" class="ogx-data">{spec}</script><script>{_STATIC_JS % uid}</script></div>')
+
+# %% ../nbs/30_widgets.ipynb #c795ad94
 def _decoder_fn(decode):
     "Accept a module with `.decode` or a function."
     return decode.decode if hasattr(decode, 'decode') else decode
@@ -87,7 +182,7 @@ def latent_explorer(decode, # a model with `.decode(z)` -> (B,1,28,28) in [0, 1]
     sl = [W.FloatSlider(0., min=-lim, max=lim, step=step, description=f'z{i}', continuous_update=True) for i in (1, 2)]
     return Explorer(sl, lambda z1, z2: dec(torch.tensor([[z1, z2]], dtype=torch.float32)), scale=8, title=title)
 
-# %% ../nbs/30_widgets.ipynb #a3e1a5a2
+# %% ../nbs/30_widgets.ipynb #84de3443
 def cvae_explorer(model, # conditional model with `.decode(z, labels)` and `.latent_dim`
                   n_sliders: int = 4, lim: float = 3.0, classes=None, seed: int = 0) -> Explorer:
     "Digit dropdown, sliders for the first latent dimensions, a new-random-z button and a grid size."

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['bernoulli_nll', 'recon_loss', 'AE', 'ReconCB', 'fit_autoencoder', 'train_ae', 'interpolate']
 
-# %% ../../nbs/10_ae.ipynb #c7a6acfd
+# %% ../../nbs/10_ae.ipynb #8c24f086
 import time
 from pathlib import Path
 
@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import Configurable
-from ..core import set_seed
+from ..core import hardware_info, set_seed
 from ..data import get_dls, load_dataset, to_pixel_range
 from ..learner import Learner, TrainCB, OneCycleCB, MetricsCB, ProgressCB, CheckpointCB, EMACB
 from ..nn import ConvEncoder, ConvDecoder
 
-# %% ../../nbs/10_ae.ipynb #20519025
+# %% ../../nbs/10_ae.ipynb #b0e72deb
 def bernoulli_nll(logits: torch.Tensor, # decoder logits (B,1,28,28)
                   x: torch.Tensor # targets in [0, 1], same shape
                  ) -> torch.Tensor:
@@ -28,7 +28,7 @@ def bernoulli_nll(logits: torch.Tensor, # decoder logits (B,1,28,28)
 
 def recon_loss(logits, x): "Mean over the batch of `bernoulli_nll` (nats per image)."; return bernoulli_nll(logits, x).mean()
 
-# %% ../../nbs/10_ae.ipynb #29bd4ff4
+# %% ../../nbs/10_ae.ipynb #f5cc0f65
 class AE(Configurable, nn.Module):
     "Convolutional autoencoder with a `latent_dim`-dimensional code; `sample` draws codes from a Gaussian fit."
     conditional = False
@@ -63,7 +63,7 @@ class AE(Configurable, nn.Module):
         eps = torch.randn(n, self.latent_dim, generator=generator).to(self.z_mean.device)
         return self.decode(self.z_mean + eps @ self.z_chol.T).cpu()
 
-# %% ../../nbs/10_ae.ipynb #f781f312
+# %% ../../nbs/10_ae.ipynb #0ed34371
 class ReconCB(TrainCB):
     "Autoencoder step: the loss compares the model's output with the input image."
     def get_loss(self, learn): learn.loss = learn.loss_func(learn.preds, learn.batch[0])
@@ -88,7 +88,7 @@ def fit_autoencoder(model: nn.Module, # AE, VAE or CVAE
     model.load_state_dict(learn.ema_model.state_dict())   # ship the averaged weights
     return learn, time.time() - t0
 
-# %% ../../nbs/10_ae.ipynb #559a3174
+# %% ../../nbs/10_ae.ipynb #5a198dbf
 def train_ae(latent_dim: int = 16, dataset: str = 'mnist', epochs: int = 15, out: str | Path | None = None,
              out_dir: str | Path | None = None, resume: bool = False, **kw) -> AE:
     "The recipe of the shipped autoencoders: train, fit the latent Gaussian, evaluate, save with a model card."
@@ -102,17 +102,13 @@ def train_ae(latent_dim: int = 16, dataset: str = 'mnist', epochs: int = 15, out
     meta = {'description': f'Convolutional autoencoder, {latent_dim}-d code, on {dataset}; samples decode codes drawn '
                            'from a Gaussian fitted to the training codes.',
             'command': f"python -c \"from opengen.models.ae import train_ae; train_ae({latent_dim}, '{dataset}', {epochs})\"",
-            'hardware': _hardware(learn.device), 'epochs': epochs, 'wall_time_s': round(wall, 1),
+            'hardware': hardware_info(learn.device), 'epochs': epochs, 'wall_time_s': round(wall, 1),
             'data': f'{dataset} train, pixels in [0, 1]; loss = Bernoulli NLL (nats/image)',
             'metrics': {'valid_recon_nats': round(last.get('valid_loss', float('nan')), 2)}}
     save_evaluated(model, Path(out or WEIGHTS_DIR / f'{name}.safetensors'), meta, dataset)
     return model
 
-def _hardware(device) -> str:
-    import os
-    return torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({os.cpu_count()} cores)'
-
-# %% ../../nbs/10_ae.ipynb #05d0439b
+# %% ../../nbs/10_ae.ipynb #e0847c65
 @torch.no_grad()
 def interpolate(model, x0: torch.Tensor, x1: torch.Tensor, steps: int = 10, labels=None) -> torch.Tensor:
     "Decode the straight line between the latent codes (`model.latent`) of images `x0` and `x1` (1,1,28,28)."

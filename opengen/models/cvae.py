@@ -5,18 +5,18 @@
 # %% auto #0
 __all__ = ['CVAE', 'digit_by_z_grid', 'transfer_style']
 
-# %% ../../nbs/12_cvae.ipynb #913524ae
+# %% ../../nbs/12_cvae.ipynb #64375605
 import torch
 from .vae import VAE
 
-# %% ../../nbs/12_cvae.ipynb #7c280911
+# %% ../../nbs/12_cvae.ipynb #df902bad
 class CVAE(VAE):
     "Class-conditional VAE: the VAE with its conditioning hook on (`n_classes` = 10); `sample(n, labels)`."
     def __init__(self, latent_dim: int = 16, widths: tuple = (16, 32), beta: float = 1.0,
                  likelihood: str = 'bernoulli', sigma: float = 0.1, n_classes: int = 10):
         super().__init__(latent_dim=latent_dim, widths=widths, beta=beta, likelihood=likelihood, sigma=sigma, n_classes=n_classes)
 
-# %% ../../nbs/12_cvae.ipynb #3e15f5fd
+# %% ../../nbs/12_cvae.ipynb #c9f335c6
 @torch.no_grad()
 def digit_by_z_grid(model: VAE, n_z: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
     "Decode `n_z` random codes under every label: (n_classes * n_z, 1, 28, 28), row = label, column = code."
@@ -27,7 +27,7 @@ def digit_by_z_grid(model: VAE, n_z: int = 10, generator: torch.Generator | None
     labels = torch.arange(C).repeat_interleave(n_z)               # (C*n_z,)
     return model.decode(zz, labels)
 
-# %% ../../nbs/12_cvae.ipynb #0706dad2
+# %% ../../nbs/12_cvae.ipynb #c1b4db2e
 @torch.no_grad()
 def transfer_style(model: VAE, x: torch.Tensor, # one image (1,1,28,28) in [0, 1]
                    label: int) -> torch.Tensor:

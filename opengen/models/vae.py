@@ -6,7 +6,7 @@
 __all__ = ['LIKELIHOODS', 'gaussian_kl', 'reparameterize', 'cb_log_norm', 'neg_log_lik', 'VAE', 'cb_mean', 'BinarizeCB',
            'VAETrainCB', 'binarize', 'train_vae', 'log_likelihood_iw', 'elbo_on_test_set']
 
-# %% ../../nbs/11_vae.ipynb #4e507c2b
+# %% ../../nbs/11_vae.ipynb #ca1003a2
 import math
 from pathlib import Path
 
@@ -19,20 +19,21 @@ from ..checkpoints import Configurable
 from ..data import load_dataset, to_pixel_range
 from ..learner import Callback, TrainCB, MetricsCB
 from ..nn import ConvEncoder, ConvDecoder
-from .ae import bernoulli_nll, fit_autoencoder, _hardware
+from ..core import hardware_info
+from .ae import bernoulli_nll, fit_autoencoder
 
-# %% ../../nbs/11_vae.ipynb #098dbef1
+# %% ../../nbs/11_vae.ipynb #c8626602
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     "KL( N(mu, exp(logvar)) || N(0, I) ) per sample, summed over latent dimensions: (B,)."
     return 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(-1)
 
-# %% ../../nbs/11_vae.ipynb #3a84c5bc
+# %% ../../nbs/11_vae.ipynb #4d30e27c
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
     "z = mu + sigma * eps with sigma = exp(logvar / 2); `eps` ~ N(0, I) if not given."
     if eps is None: eps = torch.randn_like(mu)
     return mu + (0.5 * logvar).exp() * eps
 
-# %% ../../nbs/11_vae.ipynb #a785ceff
+# %% ../../nbs/11_vae.ipynb #7984250d
 def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
     "log C(lambda) of the continuous Bernoulli with lambda = sigmoid(logits), stable near lambda = 1/2."
     lam = torch.sigmoid(logits).clamp(1e-6, 1 - 1e-6)
@@ -52,7 +53,7 @@ def neg_log_lik(logits: torch.Tensor, x: torch.Tensor, kind: str = 'bernoulli', 
         return (((x - torch.sigmoid(logits)) ** 2) / (2 * sigma ** 2) + math.log(sigma * math.sqrt(2 * math.pi))).flatten(1).sum(1)
     raise ValueError(f'unknown likelihood {kind!r}; use one of {LIKELIHOODS}')
 
-# %% ../../nbs/11_vae.ipynb #bd533962
+# %% ../../nbs/11_vae.ipynb #9affc3ca
 class VAE(Configurable, nn.Module):
     "Convolutional VAE with a Gaussian posterior, N(0, I) prior and a choice of decoder likelihood; `n_classes` > 0 conditions it."
     def __init__(self, latent_dim: int = 16, widths: tuple = (16, 32),
@@ -119,7 +120,7 @@ def cb_mean(logits: torch.Tensor) -> torch.Tensor:
     m = safe / (2 * safe - 1) + 1 / (2 * torch.atanh(1 - 2 * safe))
     return torch.where(near, lam, m).clamp(0, 1)
 
-# %% ../../nbs/11_vae.ipynb #842b87a5
+# %% ../../nbs/11_vae.ipynb #5722f539
 class BinarizeCB(Callback):
     "Dynamic binarisation: redraw each pixel as Bernoulli(intensity) every time a batch is used."
     order = -5
@@ -140,7 +141,7 @@ def binarize(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     "A fixed stochastic binarisation of images `x` in [0, 1] (the same for the same seed)."
     return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
 
-# %% ../../nbs/11_vae.ipynb #f5308b3b
+# %% ../../nbs/11_vae.ipynb #71adb507
 def train_vae(latent_dim: int = 16, beta: float = 1.0, dataset: str = 'mnist', epochs: int = 20,
               n_classes: int = 0, likelihood: str = 'bernoulli', name: str | None = None,
               out: str | Path | None = None, out_dir: str | Path | None = None, resume: bool = False, **kw):
@@ -154,21 +155,22 @@ def train_vae(latent_dim: int = 16, beta: float = 1.0, dataset: str = 'mnist', e
     learn, wall = fit_autoencoder(model, dataset, epochs, train_cb=VAETrainCB(), extra_cbs=[BinarizeCB()] if binar else [],
                                   out_dir=out_dir, resume=resume, **kw)
     model.cpu().eval()
-    name = name or f'{"c" if n_classes else ""}vae{"2d" if latent_dim == 2 else ""}{"" if beta == 1 else f"_b{beta:g}"}_{dataset}'
     last = learn.cb(MetricsCB).epochs[-1]
     elbo = elbo_on_test_set(model, dataset, n=10000)
-    args = f"{latent_dim}, beta={beta}, dataset='{dataset}', epochs={epochs}" + (f', n_classes={n_classes}' if n_classes else '')
+    file = name or f'{"c" if n_classes else ""}vae{"2d" if latent_dim == 2 else ""}{"" if beta == 1 else f"_b{beta:g}"}_{dataset}'
+    args = (f"{latent_dim}, beta={beta}, dataset='{dataset}', epochs={epochs}" + (f', n_classes={n_classes}' if n_classes else '')
+            + (f", name='{name}'" if name else ''))
     meta = {'description': f'{"Conditional " if n_classes else ""}VAE, {latent_dim}-d latent, beta={beta:g}, {likelihood} '
                            f'likelihood, on {dataset}' + (' (dynamically binarised)' if binar else ''),
             'command': f'python -c "from opengen.models.vae import train_vae; train_vae({args})"',
-            'hardware': _hardware(learn.device), 'epochs': epochs, 'wall_time_s': round(wall, 1),
+            'hardware': hardware_info(learn.device), 'epochs': epochs, 'wall_time_s': round(wall, 1),
             'data': f'{dataset} train' + (', dynamically binarised; test metrics on a fixed binarisation (seed 0)' if binar else ''),
             'metrics': {'test_elbo_nats': round(elbo, 2), 'valid_recon_nats': round(last.get('valid_recon', float('nan')), 2),
                         'valid_kl_nats': round(last.get('valid_kl', float('nan')), 2)}}
-    save_evaluated(model, Path(out or WEIGHTS_DIR / f'{name}.safetensors'), meta, dataset)
+    save_evaluated(model, Path(out or WEIGHTS_DIR / f'{file}.safetensors'), meta, dataset)
     return model
 
-# %% ../../nbs/11_vae.ipynb #3a2c1a82
+# %% ../../nbs/11_vae.ipynb #a1203614
 @torch.no_grad()
 def log_likelihood_iw(model: VAE, x: torch.Tensor, # binarised images (B,1,28,28)
                       k: int = 100, labels=None, chunk: int = 100,
