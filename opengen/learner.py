@@ -234,9 +234,8 @@ class MetricsCB(Callback):
         self.metrics, self.out_dir, self.n_inp, self.show = dict(metrics or {}), out_dir, n_inp, show
         self.steps, self.epochs = [], []   # per-step dicts, per-epoch dicts
 
-    def before_fit(self, learn):
-        if learn.epochs_done == 0 and not learn.train_iter: self.steps, self.epochs = [], []
-        self._header = False
+    def before_fit(self, learn):   # fresh history; a resumed fit gets it back from the checkpoint
+        self.steps, self.epochs, self._header = [], [], False
     def before_epoch(self, learn): self.t0 = time.perf_counter()
     def before_train(self, learn): self._acc = {}
     def before_validate(self, learn): self._acc = {}
@@ -327,9 +326,8 @@ class EMACB(Callback):
     "Keeps an exponential moving average of the weights in `learn.ema_model` (decay warmed up)."
     order = 10
     def __init__(self, beta: float = 0.999): self.beta, self.ema = beta, None
-    def before_fit(self, learn):
-        if self.ema is None or learn.train_iter == 0:
-            self.ema = copy.deepcopy(learn.model).eval().requires_grad_(False)
+    def before_fit(self, learn):   # a fresh average; a resumed fit gets it back from the checkpoint
+        self.ema = copy.deepcopy(learn.model).eval().requires_grad_(False)
         learn.ema_model = self.ema
     @torch.no_grad()
     def after_step(self, learn):
