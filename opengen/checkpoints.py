@@ -7,7 +7,7 @@ __all__ = ['FORMAT_VERSION', 'class_path', 'Configurable', 'atomic_write_bytes',
            'write_safetensors', 'read_safetensors', 'save', 'build_model', 'load', 'read_meta', 'save_state',
            'load_state', 'available_pretrained', 'load_pretrained', 'model_card', 'write_model_card']
 
-# %% ../nbs/04_checkpoints.ipynb #303f69fa
+# %% ../nbs/04_checkpoints.ipynb #1bc1d612
 import functools, hashlib, inspect, importlib, json, os, datetime
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from safetensors.torch import save as st_save, load as st_load
 
 from .core import WEIGHTS_DIR
 
-# %% ../nbs/04_checkpoints.ipynb #75e7b7ba
+# %% ../nbs/04_checkpoints.ipynb #85ef59a8
 _REGISTRY: dict = {}
 
 def class_path(cls: type) -> str:
@@ -48,7 +48,7 @@ class Configurable:
         __init__._records_config = True
         cls.__init__ = __init__
 
-# %% ../nbs/04_checkpoints.ipynb #68690166
+# %% ../nbs/04_checkpoints.ipynb #faedbdfb
 def atomic_write_bytes(path: str | Path, # destination file
                        data: bytes # the complete content
                       ) -> Path:
@@ -63,7 +63,7 @@ def atomic_write_bytes(path: str | Path, # destination file
         if tmp.exists(): tmp.unlink()
     return path
 
-# %% ../nbs/04_checkpoints.ipynb #c6ac84a6
+# %% ../nbs/04_checkpoints.ipynb #ac84cac5
 def flatten_state(obj, # a tree of dicts, lists, tuples, tensors, numpy arrays, numbers, strings, None
                   prefix: str = 'state' # name of the root in tensor keys
                  ) -> tuple[dict, object]:
@@ -96,7 +96,7 @@ def unflatten_state(tensors: dict, skeleton):
         return o
     return dec(skeleton)
 
-# %% ../nbs/04_checkpoints.ipynb #91532081
+# %% ../nbs/04_checkpoints.ipynb #51eb35e1
 FORMAT_VERSION = 1
 
 def _digest(tensors: dict) -> str:
@@ -152,7 +152,7 @@ def read_safetensors(path: str | Path) -> tuple[dict, dict]:
                          'Save it again or re-download it.')
     return tensors, header
 
-# %% ../nbs/04_checkpoints.ipynb #39826c2a
+# %% ../nbs/04_checkpoints.ipynb #2474e495
 def save(model: nn.Module, # a `Configurable` model (or pass `config`)
          path: str | Path, # destination, conventionally `*.safetensors`
          meta: dict | None = None, # free-form metadata: command, data, epochs, wall time, metrics...
@@ -218,7 +218,7 @@ def read_meta(path: str | Path) -> dict:
     "The header of an opengen checkpoint (class, config, meta) without building the model."
     return read_safetensors(path)[1]
 
-# %% ../nbs/04_checkpoints.ipynb #2283f680
+# %% ../nbs/04_checkpoints.ipynb #cac4ca7d
 def save_state(path: str | Path, # destination file
                state: dict, # tree of tensors, arrays, numbers, strings, lists, tuples and dicts
                kind: str = 'train_state' # what the file holds (checked by `load_state`)
@@ -234,7 +234,7 @@ def load_state(path: str | Path, kind: str = 'train_state') -> dict:
         raise ValueError(f'{path} holds a {header.get("kind")!r}, not a {kind!r}.')
     return unflatten_state(tensors, header['tree'])
 
-# %% ../nbs/04_checkpoints.ipynb #6a778c26
+# %% ../nbs/04_checkpoints.ipynb #8774803f
 def available_pretrained(weights_dir: str | Path | None = None) -> list[str]:
     "Names of the pretrained weights shipped in `weights_dir` (default: the package's `weights/`)."
     d = Path(weights_dir or WEIGHTS_DIR)
@@ -260,8 +260,13 @@ def model_card(path: str | Path) -> str:
              f'- **file**: `{path.name}` (safetensors, sha256 of tensors `{h["sha256"][:16]}…`)', '', '## Config', '',
              '| argument | value |', '|---|---|'] + [f'| {k} | `{v}` |' for k, v in h['config'].items()]
     metrics = meta.pop('metrics', {})
+    tables = {k: meta.pop(k) for k in list(meta) if isinstance(meta[k], list) and meta[k] and all(isinstance(r, dict) for r in meta[k])}
     lines += ['', '## Training', ''] + [f'- **{k}**: {_fmt(v)}' for k, v in meta.items()]
     if metrics: lines += ['', '## Metrics', '', '| metric | value |', '|---|---|'] + [f'| {k} | {_fmt(v)} |' for k, v in metrics.items()]
+    for k, rows in tables.items():   # e.g. per-epoch history, studies: one markdown table each
+        cols = list(dict.fromkeys(c for r in rows for c in r))
+        lines += ['', f'## {k.replace("_", " ").capitalize()}', '', '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+        lines += ['| ' + ' | '.join(_fmt(r.get(c, '')) for c in cols) + ' |' for r in rows]
     return '\n'.join(lines) + '\n'
 
 def write_model_card(path: str | Path) -> Path:

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TRAINERS', 'DEFAULT_WEIGHTS', 'CLIError', 'cmd_train', 'cmd_sample', 'main']
 
-# %% ../nbs/31_cli.ipynb #46f23467
+# %% ../nbs/31_cli.ipynb #ce137758
 import argparse, sys
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import torch
 from .checkpoints import available_pretrained, load, load_pretrained
 from .widgets import to_png
 
-# %% ../nbs/31_cli.ipynb #a60977c6
+# %% ../nbs/31_cli.ipynb #8b52e492
 def _train_ae(**kw):
     from opengen.models.ae import train_ae
     return train_ae(latent_dim=kw.pop('latent_dim') or 16, **kw)
@@ -25,9 +25,18 @@ def _train_vae(conditional: bool, beta: float = 1.0):
         return train_vae(latent_dim=kw.pop('latent_dim') or 16, beta=beta, n_classes=10 if conditional else 0, **kw)
     return f
 
+def _train_gan(kind: str):
+    def f(**kw):
+        from opengen.models.gan import train_gan
+        kw.pop('latent_dim', None)
+        return train_gan(kind, **kw)
+    return f
+
 # model -> the recipe of its shipped weights (the shipped CVAE uses beta = 2, see 12_cvae)
-TRAINERS = {'ae': _train_ae, 'vae': _train_vae(False), 'cvae': _train_vae(True, beta=2.0)}
-DEFAULT_WEIGHTS = {'ae': 'ae_mnist', 'vae': 'vae_mnist', 'cvae': 'cvae_mnist'}     # model -> shipped weights
+TRAINERS = {'ae': _train_ae, 'vae': _train_vae(False), 'cvae': _train_vae(True, beta=2.0),
+            'dcgan': _train_gan('dcgan'), 'cgan': _train_gan('cgan')}
+DEFAULT_WEIGHTS = {'ae': 'ae_mnist', 'vae': 'vae_mnist', 'cvae': 'cvae_mnist',     # model -> shipped weights
+                   'dcgan': 'dcgan_mnist', 'cgan': 'cgan_mnist'}
 
 class CLIError(Exception): "A user error: printed as one line, exit code 2."
 
