@@ -12,7 +12,6 @@ import math, time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import Configurable
