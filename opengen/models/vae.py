@@ -18,7 +18,7 @@ from torch.distributions import Normal
 from ..checkpoints import Configurable
 from ..data import load_dataset, to_pixel_range
 from ..learner import Callback, TrainCB, MetricsCB
-from ..nn import ConvEncoder, ConvDecoder
+from ..nn import ConvEncoder, ConvDecoder, check_labels
 from ..core import hardware_info
 from .ae import bernoulli_nll, fit_autoencoder
 
@@ -72,14 +72,8 @@ class VAE(Configurable, nn.Module):
 
     def _c(self, labels, n: int):
         "One-hot condition (n, n_classes), or None for an unconditional VAE (the conditioning hook)."
-        if not self.conditional:
-            if labels is not None: raise ValueError(f'{type(self).__name__} is unconditional: pass labels=None')
-            return None
-        if labels is None: raise ValueError(f'{type(self).__name__} is conditional: pass labels (ints 0..{self.n_classes - 1})')
-        labels = torch.as_tensor(labels).long().reshape(-1)
-        if len(labels) != n: raise ValueError(f'got {len(labels)} labels for {n} images')
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.n_classes):
-            raise ValueError(f'labels must be integers in 0..{self.n_classes - 1}, got {labels.tolist()[:10]}')
+        labels = check_labels(labels, n, self.n_classes, type(self).__name__)   # the shared validation of 03_nn
+        if labels is None: return None
         return F.one_hot(labels, self.n_classes).float().to(next(self.parameters()).device)
 
     def encode(self, x: torch.Tensor, labels=None) -> tuple[torch.Tensor, torch.Tensor]:
