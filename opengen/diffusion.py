@@ -111,6 +111,22 @@ class Diffusion(Configurable, nn.Module):
 
     def forward(self, xt, t, labels=None): return self.net(xt, t, labels)
 
+    # the condition hooks: a text-conditioned subclass (24_attention) overrides these four and nothing else
+    def condition(self, n: int, labels=None, **options):
+        "The condition for `n` samples (None: unconditional): here the validated labels."
+        if options: raise TypeError(f'{type(self).__name__}.sample got unknown options {sorted(options)}')
+        return self.labels_or_null(labels, n)
+    def net_inputs(self, c) -> dict: "The U-Net's keyword arguments for condition `c` (None: the null condition)."; return {} if c is None else {'labels': c}
+    def with_null(self, c):
+        "Condition `c` followed by as many null conditions: the guided batch (conditional, then unconditional)."
+        return torch.cat([c, torch.full_like(c, self.net.null_label)])
+    def train_inputs(self, labels: torch.Tensor) -> dict:
+        "The U-Net's keyword arguments for a training batch: labels, each replaced by the null label with probability `p_uncond`."
+        return {'labels': drop_labels(labels, self.p_uncond, self.net.null_label)} if self.conditional else {}
+    def eps(self, x: torch.Tensor, t: torch.Tensor, c=None) -> torch.Tensor:
+        "ε̂(x_t, t, c) whatever the network predicts."
+        return self.to_eps_x0(self.net(x, t, **self.net_inputs(c)), x, t)[0]
+
     def to_eps_x0(self, out: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "Convert the network output (ε, x0 or v) into the pair (ε̂, x̂0)."
         ab = self.schedule.alpha_bar_at(t, xt)
@@ -135,21 +151,22 @@ class Diffusion(Configurable, nn.Module):
                steps: int | None = None, # number of denoising steps (≤ T)
                guidance_scale: float | None = None, # s: 0 unconditional, 1 conditional, > 1 guided
                eta: float = 0.0, # DDIM's η (0: deterministic, 1: DDPM-like noise)
-               callback=None) -> torch.Tensor: # called as callback(i, t, x, x0_hat) after every step
+               callback=None, # called as callback(i, t, x, x0_hat) after every step
+               **condition) -> torch.Tensor: # more condition inputs of a subclass (e.g. `prompts`)
         "`n` images (n,1,28,28) in [0, 1] on the CPU."
         from opengen.samplers import make_sampler, check_range
         from opengen.guidance import guided_eps
         d = self.defaults
         sampler, steps = sampler or d['sampler'], steps or d['steps']
         s = d['guidance_scale'] if guidance_scale is None else guidance_scale
-        y = self.labels_or_null(labels, n)
-        if y is None: s = 0.0
+        c = self.condition(n, labels, **condition)
+        if c is None: s = 0.0
         self.eval()
         smp = make_sampler(sampler, self.schedule, eta=eta); smp.set_timesteps(steps)
         x = torch.randn(n, 1, 28, 28, generator=generator).to(self.device)
         for i, t in enumerate(smp.timesteps):
             tt = torch.full((n,), int(t), device=self.device, dtype=torch.long)
-            eps = guided_eps(self, x, tt, y, s)
+            eps = guided_eps(self, x, tt, c, s)
             noise = torch.randn(x.shape, generator=generator).to(self.device)
             x, x0_hat = smp.step(eps, int(t), x, noise=noise)
             if callback is not None: callback(i, int(t), x, x0_hat)
@@ -168,8 +185,7 @@ class DDPMTrainCB(TrainCB):
         t = torch.randint(0, m.T, (B,), device=x0.device)
         eps = torch.randn_like(x0)
         xt = m.schedule.q_sample(x0, t, eps)
-        y = drop_labels(y, m.p_uncond, m.net.null_label) if m.conditional else None
-        learn.preds = m.net(xt, t, y)
+        learn.preds = m.net(xt, t, **m.train_inputs(y))
         self.target, self.t = m.target(x0, eps, t), t
     def get_loss(self, learn):
         m = learn.model

@@ -11,17 +11,12 @@ import torch
 # %% ../nbs/23_cfg.ipynb #e512cf02
 def guided_eps(model, # a `Diffusion` model
                x: torch.Tensor, t: torch.Tensor, # x_t (B,1,28,28) and timesteps (B,)
-               labels: torch.Tensor | None, # (B,) class labels, None: unconditional
+               c, # the condition: (B,) class labels, a text condition, or None (unconditional)
                s: float) -> torch.Tensor: # guidance scale: 0 unconditional, 1 conditional
-    "ε̃ = ε(x, ∅) + s (ε(x, y) - ε(x, ∅)), with both passes in one batch (skipped when s is 0 or 1)."
-    net = model.net
-    if labels is None or s == 0:
-        null = None if not model.conditional else torch.full_like(t, net.null_label)
-        return model.to_eps_x0(net(x, t, null), x, t)[0]
-    if s == 1: return model.to_eps_x0(net(x, t, labels), x, t)[0]
-    xx, tt = torch.cat([x, x]), torch.cat([t, t])                                   # (2B, ...): conditional, then unconditional
-    out = net(xx, tt, torch.cat([labels, torch.full_like(labels, net.null_label)]))
-    eps_c, eps_u = model.to_eps_x0(out, xx, tt)[0].chunk(2)
+    "ε̃ = ε(x, ∅) + s (ε(x, c) - ε(x, ∅)), with both passes in one batch (skipped when s is 0 or 1)."
+    if c is None or s == 0: return model.eps(x, t, None)
+    if s == 1: return model.eps(x, t, c)
+    eps_c, eps_u = model.eps(torch.cat([x, x]), torch.cat([t, t]), model.with_null(c)).chunk(2)   # (2B, ...): c, then ∅
     return eps_u + s * (eps_c - eps_u)
 
 # %% ../nbs/23_cfg.ipynb #dc56adad

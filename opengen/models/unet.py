@@ -48,16 +48,19 @@ class ResBlock(nn.Module):
 # %% ../../nbs/20_unet.ipynb #3e04ed9a
 class SelfAttention2d(nn.Module):
     "Multi-head self-attention over the H×W positions of a feature map (tokens = pixels), residual."
+    keep_maps = False   # True: compute the softmax explicitly and keep it in `self.maps` (B,h,HW,HW) for figures
     def __init__(self, c: int, emb_dim: int = 0, heads: int = 4, ctx_dim: int = 0):
         super().__init__()
-        self.heads = heads
+        self.heads, self.maps = heads, None
         self.norm, self.qkv, self.proj = norm(c), nn.Conv2d(c, 3 * c, 1), nn.Conv2d(c, c, 1)
         nn.init.zeros_(self.proj.weight); nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor, emb=None, ctx=None) -> torch.Tensor:
         B, C, H, W = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)  # 3 x (B,h,HW,C/h)
-        o = F.scaled_dot_product_attention(q, k, v)                               # (B,h,HW,C/h)
+        if self.keep_maps:                                                        # the same numbers, with the weights kept
+            self.maps = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(-1); o = self.maps @ v
+        else: o = F.scaled_dot_product_attention(q, k, v)                         # (B,h,HW,C/h)
         return x + self.proj(o.transpose(-1, -2).reshape(B, C, H, W))
 
 # attention blocks by name: the U-Net's config stays JSON; the attention chapter registers its own
@@ -82,18 +85,23 @@ class UNet(Configurable, nn.Module):
                  attn: str = 'self', # a key of `ATTENTION_BLOCKS`
                  heads: int = 4,
                  n_classes: int = 0, # > 0: class-conditional; label `n_classes` is the learned null token (guidance)
+                 cond_dim: int = 0, # > 0: a condition vector (B, cond_dim), e.g. a sentence embedding, joins the embedding
                  ctx_dim: int = 0, # > 0: blocks receive a context sequence (B, L, ctx_dim) (cross-attention)
                  emb_dim: int | None = None, # time (+ class) embedding size; default 4 × widths[0]
                  dropout: float = 0.,
                  patch: int = 1, # 2: fold each 2×2 patch into channels first (pixel unshuffle), 4× fewer positions
                  in_ch: int = 1):
         super().__init__()
-        if attn not in ATTENTION_BLOCKS: raise ValueError(f'unknown attention block {attn!r}; use one of {sorted(ATTENTION_BLOCKS)}')
+        if attn not in ATTENTION_BLOCKS: raise ValueError(f'unknown attention block {attn!r}; use one of {sorted(ATTENTION_BLOCKS)} (import opengen.attention for cross-attention)')
         self.widths, self.n_classes, self.ctx_dim = tuple(widths), n_classes, ctx_dim
         E = emb_dim or 4 * widths[0]
         self.t_dim = widths[0]
         self.t_mlp = nn.Sequential(nn.Linear(widths[0], E), nn.SiLU(), nn.Linear(E, E))
         self.class_emb = nn.Embedding(n_classes + 1, E) if n_classes else None   # +1: the null label
+        self.cond_dim = cond_dim   # the null condition (guidance) is a learned vector, the null context one learned token
+        self.cond_mlp = nn.Sequential(nn.Linear(cond_dim, E), nn.SiLU(), nn.Linear(E, E)) if cond_dim else None
+        self.null_cond = nn.Parameter(torch.zeros(cond_dim)) if cond_dim else None
+        self.null_ctx = nn.Parameter(0.02 * torch.randn(1, ctx_dim)) if ctx_dim else None
         A = ATTENTION_BLOCKS[attn]
         if 28 % (patch * 2 ** (len(widths) - 1)): raise ValueError(f'28×28 images cannot be downsampled {len(widths) - 1} times after patch {patch}')
         self.patch = patch
@@ -117,20 +125,41 @@ class UNet(Configurable, nn.Module):
     @property
     def null_label(self) -> int: "The label index of 'no class' (classifier-free guidance)."; return self.n_classes
 
-    def embed(self, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        "Time embedding (+ class embedding) (B, E)."
+    def embed(self, t: torch.Tensor, labels: torch.Tensor | None, cond: torch.Tensor | None = None,
+              drop: torch.Tensor | None = None) -> torch.Tensor:
+        "Time embedding (+ class embedding) (+ projected condition vector; null where `drop`) (B, E)."
         emb = self.t_mlp(timestep_embedding(t, self.t_dim))
         if self.class_emb is not None:
             if labels is None: labels = torch.full_like(t, self.null_label, dtype=torch.long)
             emb = emb + self.class_emb(labels)
+        if self.cond_mlp is not None:
+            c = self.null_cond.expand(len(t), -1) if cond is None else cond
+            if drop is not None: c = torch.where(drop[:, None], self.null_cond, c)
+            emb = emb + self.cond_mlp(c)
         return emb
+
+    def context(self, ctx: torch.Tensor | None, ctx_mask: torch.Tensor | None, drop: torch.Tensor | None, B: int):
+        "The (tokens (B,L,ctx_dim), mask (B,L)) pair the attention blocks see; None or `drop` rows get the null token."
+        if not self.ctx_dim: return None
+        null = self.null_ctx.expand(B, 1, -1)                                 # (B,1,ctx_dim)
+        if ctx is None: return null, torch.ones(B, 1, dtype=torch.bool, device=null.device)
+        mask = torch.ones(ctx.shape[:2], dtype=torch.bool, device=ctx.device) if ctx_mask is None else ctx_mask.bool()
+        if drop is not None:                                                  # null token first, then padding (masked)
+            ctx = torch.where(drop[:, None, None], F.pad(null, (0, 0, 0, ctx.shape[1] - 1)), ctx)
+            first = torch.zeros_like(mask); first[:, 0] = True
+            mask = torch.where(drop[:, None], first, mask)
+        return ctx, mask
 
     def forward(self, x: torch.Tensor, # (B, C, 28, 28) noisy images
                 t: torch.Tensor, # (B,) timesteps
                 labels: torch.Tensor | None = None, # (B,) ints in 0..n_classes (n_classes = null); None = null
-                ctx: torch.Tensor | None = None) -> torch.Tensor: # (B, L, ctx_dim) context for cross-attention
+                ctx: torch.Tensor | None = None, # (B, L, ctx_dim) context for cross-attention; None = null
+                cond: torch.Tensor | None = None, # (B, cond_dim) condition vector; None = null
+                ctx_mask: torch.Tensor | None = None, # (B, L) True where the context has a token (not padding)
+                drop: torch.Tensor | None = None) -> torch.Tensor: # (B,) bool: use the null condition in these rows
         "The network's prediction (B, C, 28, 28) (ε, x0 or v, depending on how it is trained)."
-        emb = self.embed(t, labels)
+        emb = self.embed(t, labels, cond, drop)
+        ctx = self.context(ctx, ctx_mask, drop, len(x))
         if self.patch > 1: x = F.pixel_unshuffle(x, self.patch)            # (B,C,28,28) -> (B,C*p*p,28/p,28/p)
         h = self.stem(x); hs = [h]
         for blk in self.down:
