@@ -10,7 +10,7 @@ __all__ = ['TEXT_EXTRA', 'TEXT_ENCODERS', 'CLASS_WORDS', 'PROMPT_TEMPLATES', 'TE
            'set_sampling_defaults', 'evaluate_arm', 'guidance_choice', 'train_arm', 'ablation_rows', 'ablation_table',
            'classify_prompts', 'attention_maps_for', 'prompt_explorer']
 
-# %% ../nbs/24_attention.ipynb #71868726
+# %% ../nbs/24_attention.ipynb #63ff411c
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -24,7 +24,7 @@ from .diffusion import Diffusion, fit_diffusion
 from .models.unet import ATTENTION_BLOCKS, SelfAttention2d, norm, unet_preset
 from .nn import check_labels
 
-# %% ../nbs/24_attention.ipynb #5eade3a3
+# %% ../nbs/24_attention.ipynb #f712f151
 def attention(q: torch.Tensor, # queries (..., N, d)
               k: torch.Tensor, # keys (..., L, d)
               v: torch.Tensor, # values (..., L, d_v)
@@ -37,7 +37,7 @@ def attention(q: torch.Tensor, # queries (..., N, d)
     A = scores.softmax(dim=-1)                                            # each row sums to one
     return A @ v, A
 
-# %% ../nbs/24_attention.ipynb #17335170
+# %% ../nbs/24_attention.ipynb #6b8b3f70
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     "(B, N, h·d) -> (B, h, N, d)."
     B, N, D = x.shape
@@ -69,7 +69,7 @@ class MultiHeadAttention(nn.Module):
         else: o = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
         return self.out(merge_heads(o))                                       # (B,N,d)
 
-# %% ../nbs/24_attention.ipynb #b58dce36
+# %% ../nbs/24_attention.ipynb #3eae7e91
 class CrossAttention2d(nn.Module):
     "Cross-attention for a feature map: queries from its H×W positions, keys and values from a context sequence; residual."
     def __init__(self, c: int, emb_dim: int = 0, heads: int = 4, ctx_dim: int = 0):
@@ -98,11 +98,11 @@ ATTENTION_BLOCKS.update({'cross': CrossAttention2d, 'self+cross': SelfCrossAtten
 
 def keep_attention_maps(model: nn.Module, on: bool = True) -> list:
     "Switch every attention block of `model` to keep (or stop keeping) its weights; returns the blocks."
-    blocks = [m for m in model.modules() if isinstance(m, (SelfAttention2d, MultiHeadAttention))]
+    blocks = [m for m in model.modules() if hasattr(m, 'keep_maps')]        # SelfAttention2d and MultiHeadAttention
     for b in blocks: b.keep_maps = on
     return blocks
 
-# %% ../nbs/24_attention.ipynb #7fcdc79c
+# %% ../nbs/24_attention.ipynb #4fa6ef78
 TEXT_EXTRA = 'pip install -e ".[text]"   (in a clone of opengen; or: pip install "opengen[text]")'
 
 class TextExtraMissing(ImportError):
@@ -163,7 +163,7 @@ def text_encoder(name: str = 'minilm') -> TextEncoder:
     if name not in _ENCODERS: _ENCODERS[name] = TEXT_ENCODERS[name]()
     return _ENCODERS[name]
 
-# %% ../nbs/24_attention.ipynb #422ba650
+# %% ../nbs/24_attention.ipynb #0a9c60f4
 CLASS_WORDS = {   # the words a caption can use for each label
     'mnist': [dict(digit=str(i), word=w, a='an' if w == 'eight' else 'a')
               for i, w in enumerate('zero one two three four five six seven eight nine'.split())],
@@ -194,7 +194,7 @@ def captions(labels, templates='seen', dataset: str = 'mnist') -> list[str]:
     tpl, words = templates_for(templates, dataset), CLASS_WORDS[dataset_name(dataset)]
     return [tpl[(i // len(words)) % len(tpl)].format(**words[int(y)]) for i, y in enumerate(labels)]
 
-# %% ../nbs/24_attention.ipynb #3db787a8
+# %% ../nbs/24_attention.ipynb #c8f938a9
 class TextCondition(NamedTuple):
     "A batch of encoded prompts, as the U-Net takes them."
     cond: torch.Tensor          # (B, D) pooled sentence embeddings
@@ -265,7 +265,7 @@ class TextDiffusion(Diffusion):
         drop = torch.rand(labels.shape, device=bank.cond.device) < self.p_uncond
         return self.net_inputs(TextCondition(bank.cond[idx], bank.ctx[idx], bank.mask[idx], drop))
 
-# %% ../nbs/24_attention.ipynb #180d12a6
+# %% ../nbs/24_attention.ipynb #90be017d
 TEXT_DIM = 384   # MiniLM's width (pooled and per token)
 ABLATION_ARMS = {   # one training budget for all; A3 is A2's weights sampled with guidance (CFG changes sampling only)
     'A0': dict(cls=Diffusion, model=dict(unet=unet_preset('small'), guidance_scale=0.),
@@ -297,7 +297,7 @@ def set_sampling_defaults(model: Diffusion, **defaults) -> Diffusion:
     model.defaults.update(defaults); model.config.update(defaults)
     return model
 
-# %% ../nbs/24_attention.ipynb #b693c85a
+# %% ../nbs/24_attention.ipynb #06c512aa
 def evaluate_arm(model: Diffusion, dataset: str = 'mnist', n: int = 1000, steps: int = 25, seed: int = 0,
                  guidance_scale: float | None = None) -> dict:
     "One row of the ablation table: metrics of `evaluate` (held-out prompts for text models) plus accuracy on seen prompts."
@@ -370,7 +370,7 @@ def train_arm(arm: str, dataset: str = 'mnist', epochs: int | None = None, # def
     save(model, path, meta); write_model_card(path)
     return model
 
-# %% ../nbs/24_attention.ipynb #7cdcea55
+# %% ../nbs/24_attention.ipynb #944f8819
 def ablation_rows(dataset: str = 'mnist') -> dict:
     "The ablation table's rows as measured when the shipped arms were trained (each arm's model card holds its row)."
     from opengen.checkpoints import read_meta
@@ -390,9 +390,10 @@ def ablation_table(rows: dict, real: dict | None = None):
             'params': 'params', 'train_time_s': 'train time (s)', 's_per_image': 's / image'}
     out = {f'{arm}: {ABLATION_ARMS[arm]["what"]}': {v: r.get(k) for k, v in cols.items()} for arm, r in rows.items()}
     if real: out['real data (reference)'] = {cols[k]: real.get(k if k != 'accuracy_seen' else 'accuracy') for k in ('accuracy_seen', 'fid_clf', 'diversity', 'precision', 'recall')}
-    return pd.DataFrame(out).T
+    df = pd.DataFrame(out).T.apply(pd.to_numeric)                          # None -> NaN: that arm has no such figure
+    return df.round({c: 3 for c in df.columns} | {'params': 0, 'train time (s)': 0, 's / image': 4})
 
-# %% ../nbs/24_attention.ipynb #fd0d10e4
+# %% ../nbs/24_attention.ipynb #a3b059af
 @torch.no_grad()
 def classify_prompts(model: TextDiffusion, prompts: list[str], n: int = 16, seed: int = 0, **sample_options) -> list[dict]:
     "Sample `n` images per prompt (same seeds) and let the domain classifier say what they show: a histogram per prompt."
@@ -415,10 +416,10 @@ def attention_maps_for(model: TextDiffusion, prompt: str, at=(0.25, 0.5, 0.75), 
         if i in want: kept[i] = {'t': t, 'x0_hat': x0_hat.clone(), 'maps': [b.maps.clone() for b in blocks]}
     try: x = model.sample(1, prompts=prompt, steps=steps, guidance_scale=1., generator=torch.Generator().manual_seed(seed), callback=grab)
     finally: keep_attention_maps(model.net, False)
-    names = [('cross' if isinstance(b, MultiHeadAttention) else 'self') for b in blocks]
+    names = ['self' if type(b).__name__ == 'SelfAttention2d' else 'cross' for b in blocks]   # by name: notebooks redefine classes
     return {'image': x, 'steps': kept, 'blocks': names, 'tokens': model.encoder.tokens(prompt)}
 
-# %% ../nbs/24_attention.ipynb #6fb267a0
+# %% ../nbs/24_attention.ipynb #cf4861de
 def prompt_explorer(model: TextDiffusion, prompt: str = 'a handwritten seven', grid: int = 4, steps: int = 20,
                     scale: float | None = None, cache_size: int = 128, title: str = 'text-to-image explorer'):
     "A text box for the prompt, guidance s, seed and steps -> a grid×grid sample grid; results cached by settings."

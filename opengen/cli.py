@@ -125,6 +125,7 @@ def cmd_sample(a) -> str:
     if a.prompt is not None and not text: raise CLIError(f'--prompt applies to text2img; {a.model} takes --digit')
     if text and not a.prompt.strip(): raise CLIError('--prompt is empty: say what to draw, e.g. --prompt "a handwritten seven"')
     if text: cond = False
+    if cond and a.digit is None: raise CLIError(f'{a.model} is conditional: give --digit 0-9')
     if not cond and a.digit is not None: raise CLIError(f'{a.model} is unconditional: drop --digit')
     if cond and not 0 <= a.digit <= 9: raise CLIError(f'--digit must be between 0 and 9, got {a.digit}')
     opts = {k: getattr(a, k) for k in DIFFUSION_OPTIONS if getattr(a, k) is not None}

@@ -64,6 +64,7 @@ def test_shipped_a4_meets_acceptance_on_heldout_prompts():
     assert not set(PROMPT_TEMPLATES['mnist']['heldout']) & set(PROMPT_TEMPLATES['mnist']['seen'])
 
 
+@pytest.mark.filterwarnings("ignore::opengen.samplers.OutOfRangeWarning")   # an untrained model
 def test_text_model_checkpoint_round_trip(tmp_path):
     m = make_arm('A2')
     save(m, tmp_path / 'a2.safetensors')
