@@ -10,7 +10,7 @@ __all__ = ['TEXT_EXTRA', 'TEXT_ENCODERS', 'CLASS_WORDS', 'PROMPT_TEMPLATES', 'TE
            'set_sampling_defaults', 'evaluate_arm', 'guidance_choice', 'train_arm', 'ablation_rows', 'ablation_table',
            'classify_prompts', 'attention_maps_for', 'prompt_explorer']
 
-# %% ../nbs/24_attention.ipynb #63ff411c
+# %% ../nbs/24_attention.ipynb #b0cf9695
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -24,7 +24,7 @@ from .diffusion import Diffusion, fit_diffusion
 from .models.unet import ATTENTION_BLOCKS, SelfAttention2d, norm, unet_preset
 from .nn import check_labels
 
-# %% ../nbs/24_attention.ipynb #f712f151
+# %% ../nbs/24_attention.ipynb #38109d69
 def attention(q: torch.Tensor, # queries (..., N, d)
               k: torch.Tensor, # keys (..., L, d)
               v: torch.Tensor, # values (..., L, d_v)
@@ -37,7 +37,7 @@ def attention(q: torch.Tensor, # queries (..., N, d)
     A = scores.softmax(dim=-1)                                            # each row sums to one
     return A @ v, A
 
-# %% ../nbs/24_attention.ipynb #6b8b3f70
+# %% ../nbs/24_attention.ipynb #852a7e21
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     "(B, N, h·d) -> (B, h, N, d)."
     B, N, D = x.shape
@@ -69,7 +69,7 @@ class MultiHeadAttention(nn.Module):
         else: o = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
         return self.out(merge_heads(o))                                       # (B,N,d)
 
-# %% ../nbs/24_attention.ipynb #3eae7e91
+# %% ../nbs/24_attention.ipynb #7f119581
 class CrossAttention2d(nn.Module):
     "Cross-attention for a feature map: queries from its H×W positions, keys and values from a context sequence; residual."
     def __init__(self, c: int, emb_dim: int = 0, heads: int = 4, ctx_dim: int = 0):
@@ -102,7 +102,7 @@ def keep_attention_maps(model: nn.Module, on: bool = True) -> list:
     for b in blocks: b.keep_maps = on
     return blocks
 
-# %% ../nbs/24_attention.ipynb #4fa6ef78
+# %% ../nbs/24_attention.ipynb #f9218e29
 TEXT_EXTRA = 'pip install -e ".[text]"   (in a clone of opengen; or: pip install "opengen[text]")'
 
 class TextExtraMissing(ImportError):
@@ -163,7 +163,7 @@ def text_encoder(name: str = 'minilm') -> TextEncoder:
     if name not in _ENCODERS: _ENCODERS[name] = TEXT_ENCODERS[name]()
     return _ENCODERS[name]
 
-# %% ../nbs/24_attention.ipynb #0a9c60f4
+# %% ../nbs/24_attention.ipynb #a1c728fe
 CLASS_WORDS = {   # the words a caption can use for each label
     'mnist': [dict(digit=str(i), word=w, a='an' if w == 'eight' else 'a')
               for i, w in enumerate('zero one two three four five six seven eight nine'.split())],
@@ -194,7 +194,7 @@ def captions(labels, templates='seen', dataset: str = 'mnist') -> list[str]:
     tpl, words = templates_for(templates, dataset), CLASS_WORDS[dataset_name(dataset)]
     return [tpl[(i // len(words)) % len(tpl)].format(**words[int(y)]) for i, y in enumerate(labels)]
 
-# %% ../nbs/24_attention.ipynb #c8f938a9
+# %% ../nbs/24_attention.ipynb #e5c0f0da
 class TextCondition(NamedTuple):
     "A batch of encoded prompts, as the U-Net takes them."
     cond: torch.Tensor          # (B, D) pooled sentence embeddings
@@ -265,7 +265,7 @@ class TextDiffusion(Diffusion):
         drop = torch.rand(labels.shape, device=bank.cond.device) < self.p_uncond
         return self.net_inputs(TextCondition(bank.cond[idx], bank.ctx[idx], bank.mask[idx], drop))
 
-# %% ../nbs/24_attention.ipynb #90be017d
+# %% ../nbs/24_attention.ipynb #16b4eacc
 TEXT_DIM = 384   # MiniLM's width (pooled and per token)
 ABLATION_ARMS = {   # one training budget for all; A3 is A2's weights sampled with guidance (CFG changes sampling only)
     'A0': dict(cls=Diffusion, model=dict(unet=unet_preset('small'), guidance_scale=0.),
@@ -297,7 +297,7 @@ def set_sampling_defaults(model: Diffusion, **defaults) -> Diffusion:
     model.defaults.update(defaults); model.config.update(defaults)
     return model
 
-# %% ../nbs/24_attention.ipynb #06c512aa
+# %% ../nbs/24_attention.ipynb #d1414937
 def evaluate_arm(model: Diffusion, dataset: str = 'mnist', n: int = 1000, steps: int = 25, seed: int = 0,
                  guidance_scale: float | None = None) -> dict:
     "One row of the ablation table: metrics of `evaluate` (held-out prompts for text models) plus accuracy on seen prompts."
@@ -370,7 +370,7 @@ def train_arm(arm: str, dataset: str = 'mnist', epochs: int | None = None, # def
     save(model, path, meta); write_model_card(path)
     return model
 
-# %% ../nbs/24_attention.ipynb #944f8819
+# %% ../nbs/24_attention.ipynb #2a53f19b
 def ablation_rows(dataset: str = 'mnist') -> dict:
     "The ablation table's rows as measured when the shipped arms were trained (each arm's model card holds its row)."
     from opengen.checkpoints import read_meta
@@ -393,7 +393,7 @@ def ablation_table(rows: dict, real: dict | None = None):
     df = pd.DataFrame(out).T.apply(pd.to_numeric)                          # None -> NaN: that arm has no such figure
     return df.round({c: 3 for c in df.columns} | {'params': 0, 'train time (s)': 0, 's / image': 4})
 
-# %% ../nbs/24_attention.ipynb #a3b059af
+# %% ../nbs/24_attention.ipynb #c14b6795
 @torch.no_grad()
 def classify_prompts(model: TextDiffusion, prompts: list[str], n: int = 16, seed: int = 0, **sample_options) -> list[dict]:
     "Sample `n` images per prompt (same seeds) and let the domain classifier say what they show: a histogram per prompt."
@@ -419,7 +419,7 @@ def attention_maps_for(model: TextDiffusion, prompt: str, at=(0.25, 0.5, 0.75), 
     names = ['self' if type(b).__name__ == 'SelfAttention2d' else 'cross' for b in blocks]   # by name: notebooks redefine classes
     return {'image': x, 'steps': kept, 'blocks': names, 'tokens': model.encoder.tokens(prompt)}
 
-# %% ../nbs/24_attention.ipynb #cf4861de
+# %% ../nbs/24_attention.ipynb #3335003b
 def prompt_explorer(model: TextDiffusion, prompt: str = 'a handwritten seven', grid: int = 4, steps: int = 20,
                     scale: float | None = None, cache_size: int = 128, title: str = 'text-to-image explorer'):
     "A text box for the prompt, guidance s, seed and steps -> a grid×grid sample grid; results cached by settings."
