@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['TEXT_EXTRA', 'TEXT_ENCODERS', 'CLASS_WORDS', 'PROMPT_TEMPLATES', 'TEXT_DIM', 'ABLATION_ARMS', 'ABLATION_BUDGET',
-           'ARM_WEIGHTS', 'attention', 'split_heads', 'merge_heads', 'MultiHeadAttention', 'CrossAttention2d',
-           'SelfCrossAttention2d', 'keep_attention_maps', 'TextExtraMissing', 'TextEncoder', 'MiniLMEncoder',
-           'text_encoder', 'templates_for', 'captions', 'TextCondition', 'TextDiffusion', 'make_arm',
-           'set_sampling_defaults', 'evaluate_arm', 'guidance_choice', 'train_arm', 'ablation_rows', 'ablation_table',
-           'classify_prompts', 'attention_maps_for', 'prompt_explorer']
+           'ARM_WEIGHTS', 'SEED_METRICS', 'attention', 'split_heads', 'merge_heads', 'MultiHeadAttention',
+           'CrossAttention2d', 'SelfCrossAttention2d', 'keep_attention_maps', 'TextExtraMissing', 'TextEncoder',
+           'MiniLMEncoder', 'text_encoder', 'templates_for', 'captions', 'TextCondition', 'TextDiffusion', 'make_arm',
+           'set_sampling_defaults', 'evaluate_arm', 'guidance_choice', 'train_arm', 'ablation_rows', 'record_repeat',
+           'ablation_table', 'seed_table', 'noise_and_gaps', 'classify_prompts', 'attention_maps_for',
+           'prompt_explorer']
 
 # %% ../nbs/24_attention.ipynb #b0cf9695
 import math
@@ -176,7 +177,7 @@ PROMPT_TEMPLATES = {   # 'seen': the training captions; 'heldout': other wording
               'heldout': ['a drawing of the number {word}', 'someone wrote {a} {word} by hand', 'digit: {digit}', 'the numeral {word}',
                           'a scribbled {digit}', '{word}, written in ink', 'please draw {a} {word}', 'a sketch of the digit {digit}']},
     'fashion': {'seen': ['a photo of {a} {name}', '{a} {name}', '{name}', 'a picture of {a} {name}', 'an image of {a} {name}',
-                         'a grayscale {name}', 'this is {a} {name}', 'a small photo of {a} {name}', 'clothing: {name}', 'a {name} on its own'],
+                         'a grayscale {name}', 'this is {a} {name}', 'a small photo of {a} {name}', 'clothing: {name}', '{a} {name} on its own'],
                 'heldout': ['a product shot of {a} {name}', 'a catalogue image of {a} {name}', 'a black and white picture of {a} {name}',
                             'someone is selling {a} {name}', 'a low-resolution {name}', 'draw {a} {name}']},
 }
@@ -274,7 +275,7 @@ ABLATION_ARMS = {   # one training budget for all; A3 is A2's weights sampled wi
                what='conditional: a learned label embedding (no text)'),
     'A2': dict(cls=TextDiffusion, model=dict(unet=unet_preset('small', cond_dim=TEXT_DIM), p_uncond=0.1, guidance_scale=1.),
                what='conditional on the frozen text encoder (pooled sentence embedding)'),
-    'A3': dict(same_weights_as='A2', guidance_scale=2.,
+    'A3': dict(same_weights_as='A2',            # sampled at the scale `guidance_choice` picks on seen prompts
                what='A2 + classifier-free guidance'),
     'A4': dict(cls=TextDiffusion, model=dict(unet=unet_preset('small', cond_dim=TEXT_DIM, ctx_dim=TEXT_DIM, attn='self+cross', attn_res=(7,)),
                                             p_uncond=0.1, guidance_scale=2.),
@@ -371,16 +372,41 @@ def train_arm(arm: str, dataset: str = 'mnist', epochs: int | None = None, # def
     return model
 
 # %% ../nbs/24_attention.ipynb #2a53f19b
-def ablation_rows(dataset: str = 'mnist') -> dict:
-    "The ablation table's rows as measured when the shipped arms were trained (each arm's model card holds its row)."
-    from opengen.checkpoints import read_meta
+def _arm_weights(arm: str, dataset: str) -> Path:
     from opengen.core import WEIGHTS_DIR
+    path = WEIGHTS_DIR / f'{ARM_WEIGHTS[arm]}_{dataset_name(dataset)}.safetensors'
+    if not path.exists(): raise FileNotFoundError(f'{path.name} is not shipped: train it with `opengen train text2img --arm {arm}`')
+    return path
+
+def ablation_rows(dataset: str = 'mnist', seed: int = 0) -> dict:
+    "The ablation table's rows: the shipped arms (training seed 0), or the repeat with training `seed` recorded in their cards."
+    from opengen.checkpoints import read_meta
     rows = {}
     for arm in ABLATION_ARMS:
-        path = WEIGHTS_DIR / f'{ARM_WEIGHTS[arm]}_{dataset_name(dataset)}.safetensors'
-        if not path.exists(): raise FileNotFoundError(f'{path.name} is not shipped: train it with `opengen train text2img --arm {arm}`')
-        rows[arm] = read_meta(path)['meta']['evaluation'][arm]
+        path = _arm_weights(arm, dataset)
+        meta = read_meta(path)['meta']
+        if seed == meta['budget']['seed']: rows[arm] = meta['evaluation'][arm]
+        else:
+            rep = meta.get('repeats', {}).get(str(seed))
+            if rep is None: raise KeyError(f'{path.name} records no repeat with training seed {seed}: train one with '
+                                           f'train_arm({arm!r}, seed={seed}, out=...) and add it with record_repeat')
+            rows[arm] = rep[arm]
     return rows
+
+def record_repeat(repeat: str | Path, # weights written by `train_arm(arm, seed=...)` with another training seed
+                  dataset: str = 'mnist') -> Path:
+    "Copy a repeat run's evaluation into the shipped arm's card (`meta['repeats'][seed]`); the shipped tensors stay as they are."
+    from opengen.checkpoints import read_meta, read_safetensors, write_model_card, write_safetensors
+    rmeta = read_meta(repeat)['meta']
+    arm, seed = rmeta['arm'], rmeta['budget']['seed']
+    path = _arm_weights(arm, dataset)
+    tensors, header = read_safetensors(path)
+    if seed == header['meta']['budget']['seed']: raise ValueError(f'{repeat} was trained with seed {seed}, the seed of the shipped {path.name}: a repeat needs another seed')
+    if rmeta['budget'] | {'seed': seed} != header['meta']['budget'] | {'seed': seed}:
+        raise ValueError(f'{repeat} used the budget {rmeta["budget"]}, the shipped arm {header["meta"]["budget"]}: a repeat must change the seed only')
+    header['meta'].setdefault('repeats', {})[str(seed)] = {**rmeta['evaluation'], 'wall_time_s': rmeta['wall_time_s'], 'hardware': rmeta['hardware']}
+    write_safetensors(path, tensors, header); write_model_card(path)
+    return path
 
 def ablation_table(rows: dict, real: dict | None = None):
     "The rows as a DataFrame, one line per arm, with what each arm adds (and the real-data reference if given)."
@@ -392,6 +418,26 @@ def ablation_table(rows: dict, real: dict | None = None):
     if real: out['real data (reference)'] = {cols[k]: real.get(k if k != 'accuracy_seen' else 'accuracy') for k in ('accuracy_seen', 'fid_clf', 'diversity', 'precision', 'recall')}
     df = pd.DataFrame(out).T.apply(pd.to_numeric)                          # None -> NaN: that arm has no such figure
     return df.round({c: 3 for c in df.columns} | {'params': 0, 'train time (s)': 0, 's / image': 4})
+
+SEED_METRICS = ('accuracy_seen', 'accuracy_heldout', 'fid_clf', 'diversity', 'precision', 'recall', 'guidance_scale')
+
+def seed_table(dataset: str = 'mnist', seeds=(0, 1), metrics=SEED_METRICS):
+    "Every arm under each training seed: a DataFrame indexed by (arm, training seed), the `metrics` as columns."
+    import pandas as pd
+    by_seed = {s: ablation_rows(dataset, s) for s in seeds}
+    df = pd.DataFrame({(arm, s): {m: by_seed[s][arm].get(m) for m in metrics} for arm in ABLATION_ARMS for s in seeds}).T
+    return df.apply(pd.to_numeric).rename_axis(['arm', 'training seed'])
+
+def noise_and_gaps(table, metric: str = 'accuracy_heldout'):
+    "Per arm: the spread of `metric` over training seeds, its mean, the gap to the previous arm's mean, and whether that gap exceeds both spreads."
+    import pandas as pd
+    col = table[metric].unstack('training seed')                            # arms x seeds
+    out = pd.DataFrame({'spread over seeds': col.max(axis=1) - col.min(axis=1), 'mean': col.mean(axis=1)})
+    out['gap to previous arm'] = out['mean'].diff()
+    prev_spread = out['spread over seeds'].shift()
+    beyond = out['gap to previous arm'].abs() > pd.concat([out['spread over seeds'], prev_spread], axis=1).max(axis=1)
+    out['gap > both spreads'] = beyond.where(out['gap to previous arm'].notna() & prev_spread.notna() & out['spread over seeds'].notna())
+    return out
 
 # %% ../nbs/24_attention.ipynb #c14b6795
 @torch.no_grad()

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from opengen.attention import (ABLATION_ARMS, MultiHeadAttention, TextDiffusion, attention, captions, make_arm, text_encoder,
-                               PROMPT_TEMPLATES)
+from opengen.attention import (ABLATION_ARMS, MultiHeadAttention, TextDiffusion, ablation_rows, attention, captions, make_arm,
+                               noise_and_gaps, record_repeat, seed_table, text_encoder, PROMPT_TEMPLATES)
 from opengen.checkpoints import load, load_pretrained, save
 from opengen.metrics import evaluate
 
@@ -62,6 +62,41 @@ def test_shipped_a4_meets_acceptance_on_heldout_prompts():
     card = m.meta['metrics']
     assert abs(r['accuracy'] - card['accuracy_heldout']) <= 0.005 and abs(r['fid_clf'] - card['fid_clf']) < 0.02 * max(1, card['fid_clf'])
     assert not set(PROMPT_TEMPLATES['mnist']['heldout']) & set(PROMPT_TEMPLATES['mnist']['seen'])
+
+
+def test_every_arm_records_a_second_training_seed():
+    t = seed_table('mnist')                                                  # seeds 0 (shipped) and 1, one row per (arm, seed)
+    assert len(t) == 2 * len(ABLATION_ARMS) and not t['fid_clf'].isna().any()
+    for seed in (0, 1):                                                      # the text arms have both accuracies, A0 none
+        assert t.loc[('A0', seed), ['accuracy_seen', 'accuracy_heldout']].isna().all()
+        assert not t.loc[[(a, seed) for a in ('A2', 'A3', 'A4')], 'accuracy_heldout'].isna().any()
+    for arm in ('A0', 'A1', 'A2', 'A4'):                                     # a different run, not a copy of the shipped row
+        assert t.loc[(arm, 1), 'fid_clf'] != t.loc[(arm, 0), 'fid_clf']
+    g = noise_and_gaps(t, 'accuracy_heldout')
+    assert list(g.index) == list(ABLATION_ARMS) and (g['spread over seeds'].dropna() >= 0).all()
+    with pytest.raises(KeyError, match='training seed 7'): ablation_rows('mnist', 7)
+
+
+def test_record_repeat_adds_a_seed_and_keeps_the_tensors(tmp_path, monkeypatch):
+    import shutil
+    import opengen.core
+    from opengen.checkpoints import read_meta, read_safetensors
+    src = opengen.core.WEIGHTS_DIR / 'ablation_a0_mnist.safetensors'
+    shutil.copy(src, tmp_path / src.name)
+    monkeypatch.setattr(opengen.core, 'WEIGHTS_DIR', tmp_path)              # never touch the shipped files
+    meta = read_meta(src)['meta']
+    row = {**meta['evaluation']['A0'], 'fid_clf': 99.0}
+    rmeta = {'arm': 'A0', 'budget': {**meta['budget'], 'seed': 5}, 'evaluation': {'A0': row}, 'wall_time_s': 1.0, 'hardware': 'test'}
+    save(make_arm('A0'), tmp_path / 'rep.safetensors', rmeta)
+    path = record_repeat(tmp_path / 'rep.safetensors')
+    assert path == tmp_path / src.name and (tmp_path / 'ablation_a0_mnist.md').exists()
+    assert read_meta(path)['meta']['repeats']['5']['A0']['fid_clf'] == 99.0
+    a, b = read_safetensors(src)[0], read_safetensors(path)[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    save(make_arm('A0'), tmp_path / 'same.safetensors', {**rmeta, 'budget': meta['budget']})
+    with pytest.raises(ValueError, match='another seed'): record_repeat(tmp_path / 'same.safetensors')
+    save(make_arm('A0'), tmp_path / 'longer.safetensors', {**rmeta, 'budget': {**rmeta['budget'], 'epochs': 1}})
+    with pytest.raises(ValueError, match='change the seed only'): record_repeat(tmp_path / 'longer.safetensors')
 
 
 @pytest.mark.filterwarnings("ignore::opengen.samplers.OutOfRangeWarning")   # an untrained model
