@@ -334,6 +334,13 @@ def guidance_choice(model: Diffusion, scales=(1.5, 2., 3., 4.), n: int = 500, st
 
 ARM_WEIGHTS = {'A0': 'ablation_a0', 'A1': 'ablation_a1', 'A2': 'ablation_a2', 'A3': 'ablation_a2', 'A4': 'text2img'}   # + '_' + dataset
 
+def _arm_weights(arm: str, dataset: str, shipped: bool = False) -> Path:
+    "The file of arm `arm`'s weights in opengen/weights; `shipped`: it must exist."
+    from opengen.core import WEIGHTS_DIR
+    path = WEIGHTS_DIR / f'{ARM_WEIGHTS[arm]}_{dataset_name(dataset)}.safetensors'
+    if shipped and not path.exists(): raise FileNotFoundError(f'{path.name} is not shipped: train it with `opengen train text2img --arm {arm}`')
+    return path
+
 def train_arm(arm: str, dataset: str = 'mnist', epochs: int | None = None, # default: the shared budget
               out: str | Path | None = None, # weights file; default the shipped name in opengen/weights
               out_dir: str | Path | None = None, resume: bool = False, # training state (resumable)
@@ -342,7 +349,7 @@ def train_arm(arm: str, dataset: str = 'mnist', epochs: int | None = None, # def
               **kw) -> Diffusion:
     "Train one ablation arm with the shared budget, choose its guidance on seen prompts, evaluate, save with a model card."
     from opengen.checkpoints import save, write_model_card
-    from opengen.core import WEIGHTS_DIR, hardware_info
+    from opengen.core import hardware_info
     from opengen.learner import MetricsCB
     spec = ABLATION_ARMS.get(arm)
     if spec is None: raise ValueError(f'unknown arm {arm!r}; use one of {sorted(ABLATION_ARMS)}')
@@ -367,23 +374,17 @@ def train_arm(arm: str, dataset: str = 'mnist', epochs: int | None = None, # def
         meta['evaluation']['A3'] = evaluate_arm(model, dataset, eval_n, eval_steps)
     ev = meta['evaluation'][arm if arm != 'A2' else 'A3']
     meta['metrics'] = {k: ev[k] for k in ('accuracy_seen', 'accuracy_heldout', 'fid_clf', 'diversity', 'precision', 'recall') if ev.get(k) is not None}
-    path = Path(out or WEIGHTS_DIR / f'{ARM_WEIGHTS[arm]}_{dataset_name(dataset)}.safetensors')
+    path = Path(out or _arm_weights(arm, dataset))
     save(model, path, meta); write_model_card(path)
     return model
 
 # %% ../nbs/24_attention.ipynb #2a53f19b
-def _arm_weights(arm: str, dataset: str) -> Path:
-    from opengen.core import WEIGHTS_DIR
-    path = WEIGHTS_DIR / f'{ARM_WEIGHTS[arm]}_{dataset_name(dataset)}.safetensors'
-    if not path.exists(): raise FileNotFoundError(f'{path.name} is not shipped: train it with `opengen train text2img --arm {arm}`')
-    return path
-
-def ablation_rows(dataset: str = 'mnist', seed: int = 0) -> dict:
+def ablation_rows(dataset: str = 'mnist', seed: int = ABLATION_BUDGET['seed']) -> dict:
     "The ablation table's rows: the shipped arms (training seed 0), or the repeat with training `seed` recorded in their cards."
     from opengen.checkpoints import read_meta
     rows = {}
     for arm in ABLATION_ARMS:
-        path = _arm_weights(arm, dataset)
+        path = _arm_weights(arm, dataset, shipped=True)
         meta = read_meta(path)['meta']
         if seed == meta['budget']['seed']: rows[arm] = meta['evaluation'][arm]
         else:
@@ -399,7 +400,7 @@ def record_repeat(repeat: str | Path, # weights written by `train_arm(arm, seed=
     from opengen.checkpoints import read_meta, read_safetensors, write_model_card, write_safetensors
     rmeta = read_meta(repeat)['meta']
     arm, seed = rmeta['arm'], rmeta['budget']['seed']
-    path = _arm_weights(arm, dataset)
+    path = _arm_weights(arm, dataset, shipped=True)
     tensors, header = read_safetensors(path)
     if seed == header['meta']['budget']['seed']: raise ValueError(f'{repeat} was trained with seed {seed}, the seed of the shipped {path.name}: a repeat needs another seed')
     if rmeta['budget'] | {'seed': seed} != header['meta']['budget'] | {'seed': seed}:
