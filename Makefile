@@ -10,7 +10,7 @@ ifeq ($(origin OPENGEN_DATA), undefined)
   endif
 endif
 
-.PHONY: install lab test test-nbs test-py export clean readme docs docs-serve
+.PHONY: install lab test test-nbs test-py test-slow export clean readme docs docs-serve
 
 # Install (once) into $(VENV); reinstalls only when the package definition changes.
 $(VENV)/.installed: setup.py settings.ini
@@ -25,15 +25,22 @@ install: $(VENV)/.installed
 lab: install
 	$(BIN)/jupyter lab nbs/
 
+# Both stages use every core: two notebooks (or two pytest-xdist workers) at a time, one torch thread each.
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+
 test: install
-	$(BIN)/nbdev_test --n_workers 2 --timing
-	$(BIN)/pytest -q tests
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers $(NPROC) --timing
+	$(BIN)/pytest -q -n $(NPROC) --dist loadgroup --durations=15 tests
 
 test-nbs: install
-	$(BIN)/nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers $(NPROC) --timing
 
 test-py: install
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q -n $(NPROC) --dist loadgroup --durations=15 tests
+
+# The card figures whose sampling takes minutes (e.g. the 250-step DDPM row of the steps study), re-measured.
+test-slow: install
+	$(BIN)/pytest -q -m slow tests
 
 export: install
 	$(BIN)/nbdev_export

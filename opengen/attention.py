@@ -8,7 +8,7 @@ __all__ = ['TEXT_EXTRA', 'TEXT_ENCODERS', 'CLASS_WORDS', 'PROMPT_TEMPLATES', 'TE
            'CrossAttention2d', 'SelfCrossAttention2d', 'keep_attention_maps', 'TextExtraMissing', 'TextEncoder',
            'MiniLMEncoder', 'text_encoder', 'templates_for', 'captions', 'TextCondition', 'TextDiffusion', 'make_arm',
            'set_sampling_defaults', 'evaluate_arm', 'guidance_choice', 'train_arm', 'ablation_rows', 'record_repeat',
-           'ablation_table', 'seed_table', 'noise_and_gaps', 'classify_prompts', 'attention_maps_for',
+           'record_check', 'ablation_table', 'seed_table', 'noise_and_gaps', 'classify_prompts', 'attention_maps_for',
            'prompt_explorer']
 
 # %% ../nbs/24_attention.ipynb #b0cf9695
@@ -300,24 +300,26 @@ def set_sampling_defaults(model: Diffusion, **defaults) -> Diffusion:
 
 # %% ../nbs/24_attention.ipynb #d1414937
 def evaluate_arm(model: Diffusion, dataset: str = 'mnist', n: int = 1000, steps: int = 25, seed: int = 0,
-                 guidance_scale: float | None = None) -> dict:
+                 guidance_scale: float | None = None,
+                 check_n: int | None = 250) -> dict: # also record the figures of the first `check_n` samples (`evaluate`'s check)
     "One row of the ablation table: metrics of `evaluate` (held-out prompts for text models) plus accuracy on seen prompts."
     from opengen.metrics import evaluate
     kw = dict(steps=steps, seed=seed, **({} if guidance_scale is None else dict(guidance_scale=guidance_scale)))
     s = model.defaults['guidance_scale'] if guidance_scale is None else guidance_scale
     if isinstance(model, TextDiffusion):
-        held = evaluate(model, dataset, n, templates='heldout', **kw)
-        seen = evaluate(model, dataset, n, templates='seen', **kw)
+        held = evaluate(model, dataset, n, templates='heldout', check_n=check_n, **kw)
+        seen = evaluate(model, dataset, n, templates='seen', check_n=check_n, **kw)
         r = {**held, 'accuracy_seen': seen['accuracy'], 'accuracy_heldout': held['accuracy'], 'fid_clf_seen': seen['fid_clf'],
-             'per_class_heldout': held['per_class_accuracy']}
+             'per_class_heldout': held['per_class_accuracy'], 'check': {'heldout': held.get('check'), 'seen': seen.get('check')}}
     else:
-        r = evaluate(model, dataset, n, **kw)
-        r = {**r, 'accuracy_seen': r['accuracy'], 'accuracy_heldout': None}
+        r = evaluate(model, dataset, n, check_n=check_n, **kw)
+        r = {**r, 'accuracy_seen': r['accuracy'], 'accuracy_heldout': None, 'check': {'labels': r.get('check')}}
     keys = ('accuracy_seen', 'accuracy_heldout', 'fid_clf', 'diversity', 'precision', 'recall', 'params', 'images_per_s')
     row = {k: (round(r[k], 4) if isinstance(r[k], float) else r[k]) for k in keys}
     row.update(guidance_scale=s if model.conditional else None, steps=steps, n=n, seed=seed,
                s_per_image=round(1 / r['images_per_s'], 4), train_time_s=r['train_time_s'])
     if 'fid_clf_seen' in r: row['fid_clf_seen'], row['per_class_heldout'] = round(r['fid_clf_seen'], 4), [round(a, 3) for a in r['per_class_heldout']]
+    if check_n: row['check'] = {what: {k: round(v, 4) for k, v in c.items()} for what, c in r['check'].items()}
     return row
 
 def guidance_choice(model: Diffusion, scales=(1.5, 2., 3., 4.), n: int = 500, steps: int = 25, dataset: str = 'mnist', seed: int = 1) -> tuple[float, list]:
@@ -406,6 +408,20 @@ def record_repeat(repeat: str | Path, # weights written by `train_arm(arm, seed=
     if rmeta['budget'] | {'seed': seed} != header['meta']['budget'] | {'seed': seed}:
         raise ValueError(f'{repeat} used the budget {rmeta["budget"]}, the shipped arm {header["meta"]["budget"]}: a repeat must change the seed only')
     header['meta'].setdefault('repeats', {})[str(seed)] = {**rmeta['evaluation'], 'wall_time_s': rmeta['wall_time_s'], 'hardware': rmeta['hardware']}
+    write_safetensors(path, tensors, header); write_model_card(path)
+    return path
+
+def record_check(path: str | Path, # an arm's weights written by `train_arm` before it recorded checks
+                 dataset: str = 'mnist', check_n: int = 250) -> Path:
+    "Add to each evaluation row of an arm's card the figures of its first `check_n` samples, as `evaluate_arm` records them; the tensors stay as they are."
+    from opengen.checkpoints import load, read_safetensors, write_model_card, write_safetensors
+    from opengen.metrics import evaluate
+    model, (tensors, header) = load(path), read_safetensors(path)
+    runs = {'heldout': {'templates': 'heldout'}, 'seen': {'templates': 'seen'}} if isinstance(model, TextDiffusion) else {'labels': {}}
+    for row in header['meta']['evaluation'].values():
+        kw = dict(seed=row['seed'], steps=row['steps'], **({} if row['guidance_scale'] is None else {'guidance_scale': row['guidance_scale']}))
+        row['check'] = {what: {k: round(v, 4) for k, v in evaluate(model, dataset, check_n, check_n=check_n, **kw, **o)['check'].items()}
+                        for what, o in runs.items()}                       # a run of check_n samples is the prefix of the card's run
     write_safetensors(path, tensors, header); write_model_card(path)
     return path
 

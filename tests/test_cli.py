@@ -1,21 +1,53 @@
-"""The console script: one-line errors, PNG output, train + resume."""
+"""The command line: one subprocess proves the console script works (and draws the digit it was asked for); every
+other path runs in-process through `main([...])`: one-line errors, training, resume, sampling of every model family."""
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
+
+from opengen.checkpoints import load
+from opengen.cli import main
+from opengen.metrics import classifier_logits_and_features
 
 BIN = Path(sys.executable).parent / 'opengen'
 
 
-def run(*args, **kw):
-    return subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=600, **kw)
+def read_grid(path: Path, n: int, scale: int = 2, pad: int = 1) -> torch.Tensor:
+    "The n images (n,1,28,28) in [0, 1] of a PNG grid written by `opengen sample` (square-ish grid, grey padding, scaled)."
+    a = np.asarray(Image.open(path).convert('L'), dtype=np.float32)[::scale, ::scale] / 255
+    nrow = int(np.ceil(np.sqrt(n)))
+    assert a.shape == (-(-n // nrow) * (28 + pad) + pad, nrow * (28 + pad) + pad), a.shape
+    cells = [a[pad + r * (28 + pad):pad + r * (28 + pad) + 28, pad + c * (28 + pad):pad + c * (28 + pad) + 28]
+             for r, c in (divmod(i, nrow) for i in range(n))]
+    return torch.tensor(np.stack(cells))[:, None]
 
 
-def test_sample_a_digit(tmp_path):
-    r = run('sample', 'cvae', '--digit', '7', '-n', '8', '--out', str(tmp_path / 'sevens.png'))
+def digits(path: Path, n: int) -> list[int]:
+    "What the MNIST classifier reads in each image of the grid."
+    return classifier_logits_and_features(read_grid(path, n))[0].argmax(1).tolist()
+
+
+def run(args, capsys):
+    "`opengen ARGS` in this process: (exit code, stdout, stderr)."
+    try: rc = main([str(a) for a in args])
+    except SystemExit as e: rc = e.code
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_console_script_draws_the_digit_asked_for(tmp_path):
+    r = subprocess.run([str(BIN), 'sample', 'cvae', '--digit', '7', '-n', '16', '--out', str(tmp_path / 'sevens.png')],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / 'sevens.png').read_bytes()[:4] == b'\x89PNG'
+    assert 'wrote 16 samples' in r.stdout
+    d = digits(tmp_path / 'sevens.png', 16)
+    assert d.count(7) >= 14, d
+    r = subprocess.run([str(BIN), 'sample', 'cvae', '--digit', '10', '--out', 'x.png'], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().count('\n') == 0 and 'Traceback' not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize('args', [
@@ -25,24 +57,96 @@ def test_sample_a_digit(tmp_path):
     ['sample', 'cvae', '--digit', 'seven', '--out', 'x.png'],
     ['sample', 'nope', '--out', 'x.png'],
     ['sample', 'cvae', '--digit', '3', '--weights', 'missing.safetensors', '--out', 'x.png'],
+    ['sample', 'cvae', '--digit', '3', '--out', 'x.jpg'],
+    ['sample', 'cvae', '--digit', '3', '-n', '0', '--out', 'x.png'],
+    ['sample', 'cgan', '--digit', '11', '--out', 'x.png'],
+    ['sample', 'cgan', '--digit', '4', '--guidance-scale', '2', '--out', 'x.png'],
+    ['sample', 'ddpm', '--digit', '4', '--steps', '0', '--out', 'x.png'],
+    ['sample', 'ddpm', '--digit', '4', '--steps', '251', '--out', 'x.png'],
+    ['sample', 'text2img', '--out', 'x.png'],
+    ['sample', 'text2img', '--digit', '7', '--out', 'x.png'],
+    ['sample', 'text2img', '--prompt', ' ', '--out', 'x.png'],
+    ['sample', 'cgan', '--prompt', 'seven', '--out', 'x.png'],
     ['train', 'cvae', '--epochs', '0', '--out', 'somewhere'],
     ['train', 'cvae', '--epochs', '1', '--out', 'fresh_dir', '--resume'],
+    ['train', 'cvae', '--epochs', '1', '--n-train', '10', '--out', 'x'],
+    ['train', 'cgan', '--cond', '--epochs', '1', '--out', 'x'],
+    ['train', 'cgan', '--arm', 'A1', '--out', 'x'],
+    ['train', 'cvae', '--eval-n', '100', '--out', 'x'],
+    ['train', 'ddpm', '--eval-n', '15', '--out', 'x'],
 ])
-def test_bad_arguments_give_one_line(args, tmp_path):
-    r = run(*args, cwd=tmp_path)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and 'error' in lines[0] and 'Traceback' not in r.stderr, r.stderr
+def test_bad_arguments_give_one_line(args, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(args, capsys)
+    assert rc == 2, (rc, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and 'error' in lines[0] and 'Traceback' not in err, err
+    assert not (tmp_path / 'x.png').exists() and not (tmp_path / 'x.jpg').exists()
 
 
-def test_train_then_resume(tmp_path):
+def test_list_names_every_shipped_weight(capsys):
+    rc, out, _ = run(['list'], capsys)
+    assert rc == 0 and {'cvae_mnist', 'ddpm_cond_mnist', 'text2img_mnist', 'classifier_mnist'} <= set(out.split())
+
+
+def test_train_then_resume(tmp_path, capsys):
     out = tmp_path / 'run'
-    r = run('train', 'cvae', '--epochs', '1', '--n-train', '256', '--out', str(out))
-    assert r.returncode == 0, r.stderr
+    rc, so, err = run(['train', 'cvae', '--epochs', '1', '--n-train', '256', '--out', out], capsys)
+    assert rc == 0, err
     w = out / 'cvae_mnist.safetensors'
     assert w.exists() and w.with_suffix('.md').exists() and (out / 'loss_curve.png').exists()
-    r = run('train', 'cvae', '--epochs', '2', '--n-train', '256', '--out', str(out), '--resume')
-    assert r.returncode == 0, r.stderr
-    assert 'resumed from' in r.stdout
-    r = run('sample', 'cvae', '--digit', '2', '-n', '4', '--weights', str(w), '--out', str(tmp_path / 'g.png'))
-    assert r.returncode == 0, r.stderr
+    first = load(w).state_dict()
+    rc, so, err = run(['train', 'cvae', '--epochs', '2', '--n-train', '256', '--out', out, '--resume'], capsys)
+    assert rc == 0, err
+    assert 'resumed from' in so and 'epoch 1' in so
+    assert any(not torch.equal(a, b) for a, b in zip(first.values(), load(w).state_dict().values()))   # it trained on
+    rc, so, err = run(['sample', 'cvae', '--digit', '2', '-n', '4', '--weights', w, '--out', tmp_path / 'g.png'], capsys)
+    assert rc == 0 and read_grid(tmp_path / 'g.png', 4).shape == (4, 1, 28, 28), err
+
+
+def test_train_and_sample_a_cgan(tmp_path, capsys):
+    out = tmp_path / 'run'
+    rc, _, err = run(['train', 'cgan', '--epochs', '1', '--n-train', '256', '--out', out], capsys)
+    assert rc == 0, err
+    w = out / 'cgan_mnist.safetensors'
+    assert w.exists() and w.with_suffix('.md').exists() and load(w).meta['epochs'] == 1
+    rc, _, err = run(['sample', 'cgan', '--digit', '3', '-n', '8', '--weights', w, '--out', tmp_path / 'g.png'], capsys)
+    assert rc == 0 and read_grid(tmp_path / 'g.png', 8).shape == (8, 1, 28, 28), err
+
+
+@pytest.mark.filterwarnings('ignore::opengen.samplers.OutOfRangeWarning')   # one epoch: the samples are still noise
+def test_train_and_sample_a_ddpm(tmp_path, capsys):
+    out = tmp_path / 'run'
+    rc, _, err = run(['train', 'ddpm', '--cond', '--epochs', '1', '--n-train', '256', '--eval-n', '100', '--out', out], capsys)
+    assert rc == 0, err
+    w = out / 'ddpm_cond_mnist.safetensors'
+    assert w.exists() and w.with_suffix('.md').exists() and (out / 'snapshots').is_dir()
+    assert load(w).meta['eval_n'] == 100
+    rc, _, err = run(['sample', 'ddpm', '--digit', '4', '--guidance-scale', '2', '--steps', '5', '-n', '4',
+                      '--weights', w, '--out', tmp_path / 'fours.png'], capsys)
+    assert rc == 0 and read_grid(tmp_path / 'fours.png', 4).shape == (4, 1, 28, 28), err
+
+
+def test_shipped_ddpm_draws_the_digit_asked_for(tmp_path, capsys):
+    rc, _, err = run(['sample', 'ddpm', '--digit', '4', '-n', '9', '--steps', '20', '--out', tmp_path / 'fours.png'], capsys)
+    assert rc == 0, err
+    d = digits(tmp_path / 'fours.png', 9)
+    assert d.count(4) >= 8, d
+
+
+def test_text2img_draws_what_the_prompt_says(tmp_path, capsys):
+    rc, _, err = run(['sample', 'text2img', '--prompt', 'a handwritten seven', '-n', '9', '--out', tmp_path / 'sevens.png'], capsys)
+    assert rc == 0, err
+    d = digits(tmp_path / 'sevens.png', 9)
+    assert d.count(7) >= 8, d
+
+
+def test_train_a_text2img_arm(tmp_path, capsys):
+    out = tmp_path / 'run'
+    rc, _, err = run(['train', 'text2img', '--arm', 'A2', '--epochs', '1', '--n-train', '256', '--eval-n', '20', '--out', out], capsys)
+    assert rc == 0, err
+    w = out / 'ablation_a2_mnist.safetensors'
+    assert w.exists() and w.with_suffix('.md').exists()
+    meta = load(w).meta
+    assert set(meta['evaluation']) == {'A2', 'A3'} and meta['evaluation']['A2']['guidance_scale'] == 1.0
+    assert meta['evaluation']['A2']['check']['heldout']['n'] == 20                # check_n is capped by the evaluation's n

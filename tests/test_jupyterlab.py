@@ -8,6 +8,8 @@ import pytest
 
 from browser_helpers import PageWatch, free_port
 
+pytestmark = pytest.mark.xdist_group('browser')   # one worker, one chromium for every browser test
+
 DEMO = '''import torch
 from opengen.widgets import latent_explorer
 

@@ -1,36 +1,61 @@
-"""Metrics behave as metrics must: identities, monotonicity, reproducibility, and the shipped classifiers' accuracy."""
+"""Metrics behave as metrics must: closed forms, monotonicity, collapse detection, `evaluate` rebuilt from its parts,
+and the shipped classifiers' targets (their cards are re-measured in test_cards.py)."""
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from opengen.checkpoints import read_meta
-from opengen.core import WEIGHTS_DIR
+from opengen.core import make_generator
 from opengen.data import load_dataset, to_pixel_range
-from opengen.metrics import (InceptionUnavailable, RealData, add_noise, classifier_features, conditional_accuracy,
-                             evaluate, feature_stats, frechet_distance, inception_features, inception_model,
-                             load_classifier, precision_recall, real_images, real_stats, reference_row, results_table,
-                             classifier_accuracy, diversity)
+from opengen.metrics import (InceptionUnavailable, RealData, add_noise, classifier_features,
+                             classifier_logits_and_features, conditional_accuracy, diversity, draw_samples, evaluate,
+                             feature_stats, frechet_distance, inception_features, inception_model, measure,
+                             precision_recall, real_images, real_stats, reference_row, results_table)
+from shipped import shipped, classifier_test_accuracy
 
 TARGETS = {'mnist': 0.993, 'fashion': 0.91}
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv('OPENGEN_CACHE', str(tmp_path_factory.getbasetemp() / 'cache'))
-
-
+@pytest.mark.xdist_group('cheap')
 @pytest.mark.parametrize('ds', ['mnist', 'fashion'])
 def test_shipped_classifiers_reach_their_targets(ds):
-    acc = classifier_accuracy(load_classifier(ds), ds)
-    card = read_meta(WEIGHTS_DIR / f'classifier_{ds}.safetensors')['meta']['metrics']['test_accuracy']
+    acc = classifier_test_accuracy(f'classifier_{ds}')                                  # the card test's measurement, made once
     assert acc >= TARGETS[ds], f'{ds} classifier: {acc:.4f} < {TARGETS[ds]}'
-    assert abs(acc - card) < 1e-3   # the model card states what the weights do
-    assert f'{card}' in (WEIGHTS_DIR / f'classifier_{ds}.md').read_text()
 
 
-def test_fid_of_a_set_against_itself_is_zero():
-    f = classifier_features(real_images('mnist', n=1000))
-    assert abs(frechet_distance(feature_stats(f), feature_stats(f))) < 1e-6
+def _rot(a):
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, -s], [s, c]])
+
+
+def test_frechet_distance_is_the_closed_form_of_two_gaussians():
+    "d² = |mu_a - mu_b|² + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), on exact statistics (no sampling)."
+    mu_a, mu_b = np.array([1., -2.]), np.array([-0.5, 0.5])
+    # independent coordinates: the sum of the 1-D distances (mu_a - mu_b)² + (sd_a - sd_b)²
+    d = frechet_distance((np.array([1., 0.]), np.diag([4., 1.])), (np.array([-1., 0.]), np.diag([0.25, 1.])))
+    assert abs(d - (4 + 1.5 ** 2)) < 1e-9, d
+    # commuting covariances (same eigenvectors): the trace term is sum (sqrt(l_a) - sqrt(l_b))²
+    R = _rot(0.7)
+    Sa, Sb = R @ np.diag([4., 1.]) @ R.T, R @ np.diag([0.25, 9.]) @ R.T
+    expected = np.sum((mu_a - mu_b) ** 2) + (2 - 0.5) ** 2 + (1 - 3) ** 2
+    assert abs(frechet_distance((mu_a, Sa), (mu_b, Sb)) - expected) < 1e-8
+    # non-commuting 2x2: Tr (Sa Sb)^(1/2) = sqrt(Tr(Sa Sb) + 2 sqrt(det(Sa Sb))) (its eigenvalues are real and positive)
+    Sb = _rot(-0.3) @ np.diag([0.5, 3.]) @ _rot(-0.3).T
+    M = Sa @ Sb
+    tr_sqrt = math.sqrt(np.trace(M) + 2 * math.sqrt(np.linalg.det(M)))
+    expected = np.sum((mu_a - mu_b) ** 2) + np.trace(Sa) + np.trace(Sb) - 2 * tr_sqrt
+    assert abs(frechet_distance((mu_a, Sa), (mu_b, Sb)) - expected) < 1e-8
+    # equal Gaussians are at distance 0, and the distance is symmetric
+    assert abs(frechet_distance((mu_a, Sa), (mu_a, Sa))) < 1e-9
+    assert abs(frechet_distance((mu_a, Sa), (mu_b, Sb)) - frechet_distance((mu_b, Sb), (mu_a, Sa))) < 1e-8
+
+
+def test_feature_stats_are_mean_and_unbiased_covariance():
+    f = np.random.default_rng(0).normal(size=(50, 3))
+    mu, sigma = feature_stats(f)
+    assert np.allclose(mu, f.mean(0)) and np.allclose(sigma, (f - mu).T @ (f - mu) / 49)
+    with pytest.raises(ValueError, match='N>=2'): feature_stats(f[:1])
 
 
 def test_real_vs_real_far_below_real_vs_noise():
@@ -48,18 +73,16 @@ def test_fid_rises_monotonically_with_noise():
 
 
 def test_random_inception_pipeline():
+    "Grey images reach the network as 3 equal channels at 299 x 299; the features are finite; FID of noisy vs clean is > 0."
     model = inception_model('random')
-    x = real_images('mnist', n=6)
-    f = inception_features(x, model, bs=4)
-    assert f.shape == (6, 2048) and np.isfinite(f).all()
-    assert np.allclose(inception_features(x, model, bs=6), f, atol=1e-4)   # batching does not change features
-    # a grey image repeated to 3 channels is what the network sees
+    x = real_images('mnist', n=4)
     seen = {}
     h = model.blocks[0][0].register_forward_hook(lambda m, i, o: seen.update({'in': i[0]}))   # returns None: output untouched
-    inception_features(x[:1], model); h.remove()
-    assert seen['in'].shape == (1, 3, 299, 299) and torch.allclose(seen['in'][:, 0], seen['in'][:, 2])
-    y = add_noise(x, 0.3)
-    fid = frechet_distance(feature_stats(np.concatenate([f, f])), feature_stats(inception_features(torch.cat([y, y]), model)))
+    f = inception_features(x, model, bs=4); h.remove()
+    assert f.shape == (4, 2048) and np.isfinite(f).all()
+    assert seen['in'].shape == (4, 3, 299, 299) and torch.equal(seen['in'][:, 0], seen['in'][:, 2])
+    fy = inception_features(add_noise(x, 0.3), model, bs=4)
+    fid = frechet_distance(feature_stats(np.concatenate([f, f])), feature_stats(np.concatenate([fy, fy])))
     assert np.isfinite(fid) and fid > 0
 
 
@@ -68,16 +91,29 @@ def test_inception_without_weights_offline_is_a_clear_error(monkeypatch, tmp_pat
     with pytest.raises(InceptionUnavailable, match='does not exist'): inception_model()
 
 
-def test_accuracy_of_real_test_images_matches_classifier():
+def test_conditional_accuracy_counts_hits_per_class():
     te = load_dataset('mnist', 'test')
-    acc = conditional_accuracy(to_pixel_range(te.x), te.y)['accuracy']
-    assert acc >= read_meta(WEIGHTS_DIR / 'classifier_mnist.safetensors')['meta']['metrics']['test_accuracy'] - 1e-4
+    x, y = to_pixel_range(te.x[:500]), te.y[:500]
+    pred = classifier_logits_and_features(x)[0].argmax(1)
+    r = conditional_accuracy(x, y)
+    assert abs(r['accuracy'] - (pred == y).float().mean().item()) < 1e-9 and r['accuracy'] > 0.98
+    wrong = (y + 1) % 10                                                       # asking for the next digit: almost never right
+    r = conditional_accuracy(x, wrong)
+    assert r['accuracy'] < 0.02 and set(r['per_class']) == set(range(10))
+    assert abs(r['per_class'][3] - (pred[wrong == 3] == 3).float().mean().item()) < 1e-9
 
 
-def test_precision_recall_real_vs_real_near_one():
-    p, r = precision_recall(classifier_features(real_images('mnist', n=1000, split='test')),
-                            classifier_features(real_images('mnist', n=1000, split='train')))
+def test_precision_recall_real_vs_real_near_one_and_collapse_detected():
+    real = classifier_features(real_images('mnist', n=1000, split='test'))
+    train = classifier_features(real_images('mnist', n=1000, split='train'))
+    p, r = precision_recall(real, train)
     assert p > 0.8 and r > 0.8, (p, r)
+    collapsed = np.repeat(train[:100], 10, axis=0)                             # 100 real images, each 10 times
+    p, r = precision_recall(real, collapsed)
+    assert p > 0.7 and r < 0.05, (p, r)                                        # realistic, but covers nothing
+    off = train + 10 * np.abs(train).max()                                     # far from every real image
+    p, r = precision_recall(real, off)
+    assert p == 0 and r == 0, (p, r)
 
 
 def test_diversity_of_real_is_one_and_of_copies_zero():
@@ -86,19 +122,43 @@ def test_diversity_of_real_is_one_and_of_copies_zero():
     assert diversity(real_images('mnist', lab[:10], split='train')[lab], lab) == 0
 
 
-def test_evaluate_reproduces_reference_and_is_seeded():
-    ref = reference_row('mnist', 500)
-    a, b = evaluate(RealData('mnist'), 'mnist', 500), evaluate(RealData('mnist'), 'mnist', 500)
-    for k in ('fid_clf', 'precision', 'recall', 'accuracy', 'diversity'):
-        assert a[k] == b[k] == ref[k]
-    c = evaluate(RealData('mnist'), 'mnist', 500, seed=1)
-    assert c['fid_clf'] != a['fid_clf']
-    assert ref['accuracy'] > 0.98 and ref['fid_clf'] < 2   # real-vs-real FID at n = 500 is ~1.2-1.5 (the n-bias)
-    table = results_table({'again': a})
-    assert list(table.index) == ['real data (reference)', 'again']
+def test_evaluate_is_its_parts_and_is_seeded():
+    "`evaluate(RealData)` rebuilt by hand from the documented recipe: seeded batches of 250, test-split reference."
+    n, bs = 500, 250
+    g = make_generator(0)
+    labels = torch.arange(n) % 10
+    x = torch.cat([real_images('mnist', labels[i:i + bs], split='train', seed=int(torch.randint(0, 2**31, (), generator=g)))
+                   for i in range(0, n, bs)])
+    logits, feats = classifier_logits_and_features(x)
+    p, r = precision_recall(classifier_features(real_images('mnist', n=n, split='test', seed=1)), feats.double().numpy())
+    expected = {'fid_clf': frechet_distance(feature_stats(feats.double().numpy()), real_stats('mnist')),
+                'precision': p, 'recall': r, 'accuracy': (logits.argmax(1) == labels).float().mean().item(),
+                'diversity': diversity(x, labels, seed=2)}
+    a = evaluate(RealData('mnist'), 'mnist', n)
+    for k, v in expected.items(): assert abs(a[k] - v) < 1e-9, (k, a[k], v)
+    assert reference_row('mnist', n)['fid_clf'] == a['fid_clf']                # the reference row is this evaluation
+    b = evaluate(RealData('mnist'), 'mnist', n)
+    assert all(a[k] == b[k] for k in expected)                                 # same seed, same numbers
+    assert evaluate(RealData('mnist'), 'mnist', n, seed=1)['fid_clf'] != a['fid_clf']
+    assert a['accuracy'] > 0.98 and a['fid_clf'] < 2                          # real-vs-real FID at n = 500 is ~1.2 (the n-bias)
+    assert list(results_table({'again': a}).index) == ['real data (reference)', 'again']
+
+
+@pytest.mark.xdist_group('cheap')
+def test_a_smaller_evaluation_is_a_prefix_of_a_larger_one():
+    "What the card tests rely on: the first m samples of an evaluation at n are those of an evaluation at m."
+    m = shipped('cgan_mnist')
+    x1, y1, _ = draw_samples(m, 500)
+    x2, y2, _ = draw_samples(m, 250)
+    assert torch.equal(x1[:250], x2) and torch.equal(y1[:250], y2)
+    r = evaluate(m, 'mnist', 250)
+    assert all(r[k] == v for k, v in measure(x2, y2).items()), r
 
 
 def test_evaluate_rejects_bad_samples():
     class Bad:
         def sample(self, n, *, generator=None): return torch.rand(n, 1, 28, 28) * 2 - 1   # [-1, 1]
     with pytest.raises(ValueError, match=r'\[0, 1\]'): evaluate(Bad(), 'mnist', 100)
+    class Short:
+        def sample(self, n, *, generator=None): return torch.rand(n - 1, 1, 28, 28)
+    with pytest.raises(ValueError, match='expected 100'): evaluate(Short(), 'mnist', 100)

@@ -1,0 +1,234 @@
+"""The shipped weights against their model cards, for the tests: each figure a card states about its weights is measured
+again from the weights (never read back), with one sampling run per (weights, n, settings) per test process.
+
+How each kind of figure is re-measured (`card_checks`):
+- quality figures of `evaluate` (FID, precision, recall, accuracy, diversity) and the real-data reference row: a fresh
+  seeded evaluation at the card's n, compared to the card's rounding (`TOL`);
+- diffusion models, whose evaluations at n = 1,000 cost minutes: only the first samples of the card's evaluation are
+  drawn (`evaluate` draws batch after batch from one seeded generator, so a run with fewer samples is a prefix of the
+  card's run); they are compared, to `TOL`, with the card's own figures for exactly those samples (the n = 500 rows of
+  the steps and guidance studies of `ddpm_cond_mnist`; the 250-sample `check` of each ablation evaluation), and the
+  card's n = 1,000 figures with the same samples within the stated tolerance of a smaller n (`consistent`);
+- the VAEs' test ELBO: recomputed on the seeded binarisation of the test set (`elbo_on_test_set`), to its rounding;
+- validation losses that training measured with the raw (not averaged) weights on random binarisations, latents, noise
+  and times: recomputed with the shipped weights on the same split within a stated tolerance;
+- the classifiers' test accuracy: recomputed on the whole test set.
+Figures of things that are not in the weights (training wall time, steps, history, images/s on that machine, repeats with
+other training seeds, snapshots during training) are listed in `NOT_REMEASURED` with the reason.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import torch
+
+from opengen.checkpoints import load_pretrained
+from opengen.data import load_dataset, to_pixel_range
+from opengen.diffusion import Diffusion
+from opengen.metrics import classifier_accuracy, draw_samples, measure, reference_row
+from opengen.models.ae import AE, bernoulli_nll
+from opengen.models.vae import VAE, elbo_on_test_set, gaussian_kl, neg_log_lik
+
+QUALITY = ('fid_clf', 'precision', 'recall', 'accuracy', 'diversity')
+NOT_REMEASURED = {                  # card entries that describe the training run or the machine, not the weights
+    'images_per_s': 'sampling speed of the machine that made the card', 's_per_image': 'likewise',
+    'wall_time_s': 'training wall time', 'train_time_s': 'training wall time', 'history': 'per-epoch training log',
+    'steps': 'optimizer steps of training', 'd_steps': 'likewise', 'g_steps': 'likewise', 'epochs': 'training length',
+    'progress': 'snapshots taken during training (their weights are not shipped)',
+    'repeats': 'runs with other training seeds (their weights are not shipped)',
+    'guidance_choice': 'a study on seed 1 that chose the default guidance scale (not in the fast suite)',
+    'sampling_seed_1': 'the same evaluation with sampling seed 1 (not in the fast suite)',
+}
+
+
+class Check(NamedTuple):
+    "One card figure: what the card says, what was measured now, and the allowed difference."
+    figure: str
+    card: float
+    fresh: float
+    tol: float
+
+    @property
+    def ok(self) -> bool:
+        if self.card is None or self.fresh is None: return self.card is None and self.fresh is None
+        return abs(self.fresh - self.card) <= self.tol
+
+    def __str__(self): return f'{self.figure}: card {self.card}, measured {self.fresh} (tolerance {self.tol:.3g})'
+
+
+def TOL(key: str, card: float) -> float:
+    "The same seeded computation again: the card's rounding (4 decimals) plus another machine's float noise."
+    if key.startswith('fid'): return 1e-3 * max(1.0, abs(card))
+    return 1.01e-3                 # fractions of 1,000 samples: one sample more or less is 0.001
+
+
+def binomial_tol(p: float, m: int, n: int, z: float = 4.0) -> float:
+    "|acc(first m of n) - acc(all n)| allowed: z standard deviations of (1 - m/n)(acc_m - acc_rest), plus rounding."
+    p = min(max(p, 0.005), 0.995)
+    return z * (1 - m / n) * math.sqrt(p * (1 - p) * (1 / m + 1 / (n - m))) + 1e-3
+
+
+def consistent(card_row: dict, fresh: dict, m: int, n: int, dataset: str = 'mnist', conditional: bool = True) -> list[Check]:
+    """A card's evaluation at n against the measurement of its first m samples (m < n), within the sampling tolerance of m.
+
+    Accuracy: `binomial_tol`. FID: at fewer samples FID is biased upwards by about what real data's FID rises from n to m,
+    so FID_m must lie within 0.4 (ref_m - ref_n) + 0.3 FID_n of FID_n + (ref_m - ref_n). Diversity (labels given): within
+    0.03; of unconditional samples, whose classes the classifier assigns: within 0.1. Precision and recall at a smaller n
+    move too much to say (kNN radii grow) and are compared only exactly, on the card's own figures for those samples.
+    These tolerances were set on the nine shipped models that are cheap to sample (measured at m = 250 and 500 against
+    their cards at n = 1,000: the largest deviation was 55 % of its tolerance) and are applied to the diffusion models."""
+    ref_m, ref_n = reference_row(dataset, m)['fid_clf'], reference_row(dataset, n)['fid_clf']
+    bias = ref_m - ref_n
+    out = [Check(f'fid_clf (n={n}) from its first {m}', card_row['fid_clf'] + bias, fresh['fid_clf'],
+                 0.4 * bias + 0.3 * card_row['fid_clf'])]
+    if card_row.get('accuracy') is not None:
+        out.append(Check(f'accuracy (n={n}) from its first {m}', card_row['accuracy'], fresh['accuracy'],
+                         binomial_tol(card_row['accuracy'], m, n)))
+    if card_row.get('diversity') is not None:
+        out.append(Check(f'diversity (n={n}) from its first {m}', card_row['diversity'], fresh['diversity'], 0.03 if conditional else 0.1))
+    return out
+
+
+def compare(prefix: str, card: dict, fresh: dict, keys=QUALITY) -> list[Check]:
+    "Exact re-measurement: every `keys` figure the card states."
+    return [Check(f'{prefix}{k}', card[k], fresh[k], TOL(k, card[k])) for k in keys if k in card and card[k] is not None]
+
+
+# --- sampling once per process --------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def shipped(name: str):
+    "The shipped model `name`, loaded once per process (tests read it; they must not change it)."
+    return load_pretrained(name)
+
+
+def sampler_of(model, cache_key: str | None = None):
+    "A function `(n, **options) -> (x, labels)` drawing like `evaluate` with seed 0; cached per process when `cache_key`."
+    if cache_key is None: return lambda n, **o: draw_samples(model, n, **o)[:2]
+    return lambda n, **o: _drawn(cache_key, n, tuple(sorted(o.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _drawn(name: str, n: int, options: tuple):
+    return draw_samples(shipped(name), n, **dict(options))[:2]
+
+
+# --- the figures of each kind of card -------------------------------------------------------------------------------
+def _reference(meta: dict, dataset: str) -> list[Check]:
+    ref = meta.get('reference_real_data')
+    return compare('reference_real_data.', ref, reference_row(dataset, meta['eval_n'])) if ref else []
+
+
+@torch.no_grad()
+def vae_valid_parts(model: VAE, dataset: str = 'mnist', seed: int = 0) -> tuple[float, float]:
+    "Mean reconstruction NLL and KL (nats/image) on the test split, dynamically binarised, as training's validation measures them."
+    g = torch.Generator().manual_seed(seed)
+    te = to_pixel_range(load_dataset(dataset, 'test').x)
+    lab = load_dataset(dataset, 'test').y
+    rec, kl = [], []
+    model.eval()
+    for i in range(0, len(te), 1000):
+        x = torch.bernoulli(te[i:i + 1000], generator=g)
+        y = lab[i:i + 1000] if model.conditional else None
+        mu, logvar = model.encode(x, y)
+        z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=g)
+        rec.append(neg_log_lik(model.decode_logits(z, y), x, model.likelihood, model.sigma)); kl.append(gaussian_kl(mu, logvar))
+    return torch.cat(rec).mean().item(), torch.cat(kl).mean().item()
+
+
+@torch.no_grad()
+def ae_valid_recon(model: AE, dataset: str = 'mnist') -> float:
+    "Mean Bernoulli NLL (nats/image) of the test split's reconstructions, as training's validation measures it."
+    te = to_pixel_range(load_dataset(dataset, 'test').x)
+    model.eval()
+    return torch.cat([bernoulli_nll(model(x), x) for x in te.split(1000)]).mean().item()
+
+
+@torch.no_grad()
+def diffusion_valid_loss(model: Diffusion, dataset: str = 'mnist', n: int = 1000, seed: int = 0) -> float:
+    "The ε-regression loss (mean squared error per pixel) on the first n test images, random t and ε from `seed`."
+    g = torch.Generator().manual_seed(seed)
+    x0 = to_pixel_range(load_dataset(dataset, 'test').x[:n], (-1., 1.))
+    y = load_dataset(dataset, 'test').y[:n]
+    model.eval(); out = []
+    for i in range(0, n, 500):
+        xb, yb = x0[i:i + 500], y[i:i + 500]
+        t = torch.randint(0, model.T, (len(xb),), generator=g); eps = torch.randn(xb.shape, generator=g)
+        xt = model.schedule.q_sample(xb, t, eps)
+        pred = model.net(xt, t, yb) if model.conditional else model.net(xt, t)
+        out.append(((pred - model.target(xb, eps, t)) ** 2).flatten(1).mean(1))
+    return torch.cat(out).mean().item()
+
+
+@functools.lru_cache(maxsize=None)
+def classifier_test_accuracy(name: str) -> float:
+    "Accuracy of the shipped classifier `name` on its whole test set, measured once per process."
+    return classifier_accuracy(shipped(name), dataset_of(shipped(name).meta))
+
+
+def dataset_of(meta: dict) -> str:
+    return 'fashion' if 'fashion' in (meta.get('data', '') + meta.get('description', '')).lower() else 'mnist'
+
+
+def card_checks(model, meta: dict, draw, name: str | None = None) -> list[Check]:
+    "Every figure of the card `meta` that `model`'s weights determine, measured again (`draw` samples like `evaluate`; `name`: shipped, share measurements)."
+    ds, m, out = dataset_of(meta), meta.get('metrics', {}), []
+    if 'test_accuracy' in m:                                                   # a domain classifier
+        fresh = classifier_test_accuracy(name) if name else classifier_accuracy(model, ds)
+        return [Check('test_accuracy', m['test_accuracy'], fresh, 1.01e-4)]
+    if 'evaluation' in meta:                                                   # an ablation arm (24_attention)
+        return _arm_checks(model, meta, draw, ds)
+    n = meta['eval_n']
+    if isinstance(model, Diffusion):
+        out += _diffusion_checks(model, meta, draw, ds)
+    else:
+        x, y = draw(n)
+        out += compare('', m, measure(x, y, ds))
+    out += _reference(meta, ds)
+    if 'test_elbo_nats' in m:
+        out.append(Check('test_elbo_nats', m['test_elbo_nats'], elbo_on_test_set(model, ds), 0.0051))
+    if isinstance(model, VAE) and 'valid_recon_nats' in m:
+        rec, kl = vae_valid_parts(model, ds)
+        out += [Check('valid_recon_nats', m['valid_recon_nats'], rec, 1.0 + 0.01 * m['valid_recon_nats']),
+                Check('valid_kl_nats', m['valid_kl_nats'], kl, 0.5 + 0.02 * m['valid_kl_nats'])]
+    elif isinstance(model, AE) and 'valid_recon_nats' in m:
+        out.append(Check('valid_recon_nats', m['valid_recon_nats'], ae_valid_recon(model, ds), 1.0 + 0.01 * m['valid_recon_nats']))
+    return out
+
+
+def _diffusion_checks(model, meta: dict, draw, ds: str) -> list[Check]:
+    "ddpm_cond_mnist: the n = 500 rows of its studies at the default settings exactly, its n = 1,000 figures from those samples."
+    d, out = model.defaults, []
+    study = [r for r in meta.get('steps_study', []) if r['sampler'] == d['sampler'] and r['steps'] == d['steps']]
+    study += [r | {'sampler': d['sampler'], 'steps': d['steps']} for r in meta.get('guidance_study', []) if r['s'] == d['guidance_scale']]
+    assert study, 'the card has no study row at its default sampler settings to re-measure'
+    for r in study:
+        x, y = draw(r['n'], sampler=r['sampler'], steps=r['steps'])
+        out += compare(f"{'guidance' if 's' in r else 'steps'}_study[{r['sampler']} {r['steps']}, s={d['guidance_scale']}]."
+                       , r, measure(x, y, ds))
+    x, y = draw(500, sampler=d['sampler'], steps=d['steps'])                   # the first 500 of the card's n = 1,000 run
+    out += consistent(meta['metrics'], measure(x, y, ds), 500, meta['eval_n'], ds)
+    if 'valid_loss' in meta['metrics']:
+        out.append(Check('valid_loss (1,000 test images)', meta['metrics']['valid_loss'], diffusion_valid_loss(model, ds),
+                         0.15 * meta['metrics']['valid_loss']))
+    return out
+
+
+def _arm_checks(model, meta: dict, draw, ds: str) -> list[Check]:
+    "An ablation card: each evaluation's `check` (its first samples) exactly, and the evaluation's n = 1,000 figures from them."
+    out, text = [], hasattr(model, 'prompt_bank')
+    for arm, row in meta['evaluation'].items():
+        assert 'check' in row, f'evaluation {arm} has no check rows: add them with opengen.attention.record_check'
+        opts = dict(seed=row['seed'], steps=row['steps'],
+                    **({} if row['guidance_scale'] is None else {'guidance_scale': row['guidance_scale']}))
+        for what, card_check in row['check'].items():
+            x, y = draw(card_check['n'], **opts, **({'templates': what} if text else {}))
+            fresh = measure(x, y, ds, seed=row['seed'])
+            out += compare(f'evaluation[{arm}].check[{what}].', card_check, fresh)
+            card = {'fid_clf': row['fid_clf_seen'] if what == 'seen' else row['fid_clf'],
+                    'accuracy': row['accuracy_heldout'] if what == 'heldout' else row['accuracy_seen'],
+                    'diversity': None if what == 'seen' else row['diversity']}          # the row's diversity is the held-out run's
+            out += [c._replace(figure=f'evaluation[{arm}][{what}].{c.figure}')
+                    for c in consistent(card, fresh, card_check['n'], row['n'], ds, conditional=y is not None)]
+    return out

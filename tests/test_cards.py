@@ -1,0 +1,84 @@
+"""Every shipped weight states what it does: each model card figure is measured again from the weights (tests/shipped.py
+says how, figure by figure), and a deliberately damaged copy of a shipped weight fails the same check."""
+import pytest
+
+from opengen.checkpoints import available_pretrained, load, read_meta, read_safetensors, write_safetensors
+from opengen.core import WEIGHTS_DIR
+from shipped import NOT_REMEASURED, QUALITY, card_checks, sampler_of, shipped
+
+NAMES = available_pretrained()
+# the diffusion models sample for minutes: each in its own xdist group, so that one worker draws its samples once
+GROUP = {n: ('ddpm' if n.startswith('ddpm') else n if n.startswith(('ablation', 'text2img')) else 'cheap') for n in NAMES}
+
+
+def test_every_shipped_weight_has_a_card_test():
+    assert len(NAMES) == 16 and set(GROUP) == set(NAMES), NAMES
+
+
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.xdist_group(GROUP[n])) for n in NAMES])
+def test_card_states_what_the_weights_do(name):
+    meta = shipped(name).meta
+    checks = card_checks(shipped(name), meta, sampler_of(shipped(name), name), name)
+    assert len(checks) >= (1 if 'classifier' in name else 4), [str(c) for c in checks]
+    bad = [str(c) for c in checks if not c.ok]
+    assert not bad, '\n'.join(bad)
+    # every figure the card states is either re-measured above or listed as a fact of the training run or the machine
+    metrics = meta.get('metrics', {})
+    if 'evaluation' in meta:                       # an ablation card: its metrics are one of its (re-measured) evaluation rows
+        assert any(all(row.get(k) == v for k, v in metrics.items()) for row in meta['evaluation'].values()), metrics
+        return
+    measured = {c.figure.split('.')[-1].split(' ')[0] for c in checks}
+    for key in metrics:
+        assert key in measured or key in NOT_REMEASURED, f'{name}: card figure {key!r} is neither re-measured nor listed'
+
+
+@pytest.mark.xdist_group('cheap')
+def test_a_damaged_copy_fails_its_card_test(tmp_path):
+    "One tensor of the shipped CGAN scaled by 0.8, everything else (card included) unchanged: the card test must fail."
+    tensors, header = read_safetensors(WEIGHTS_DIR / 'cgan_mnist.safetensors')
+    # the generator's output layer (a layer followed by batch norm would not do: the norm undoes the scaling)
+    key = max((k for k in tensors if k.startswith('G.') and k.endswith('weight') and tensors[k].ndim == 4),
+              key=lambda k: int(k.split('.')[2]))
+    tensors = {**tensors, key: tensors[key] * 0.8}
+    write_safetensors(tmp_path / 'cgan_damaged.safetensors', tensors, header)
+    damaged = load(tmp_path / 'cgan_damaged.safetensors')
+    checks = card_checks(damaged, damaged.meta, sampler_of(damaged))
+    failed = {c.figure for c in checks if not c.ok}
+    assert 'fid_clf' in failed, [str(c) for c in checks]
+    # and the intact weights pass the same checks (the damage, not the tolerance, is what fails)
+    assert not [c for c in card_checks(shipped('cgan_mnist'), shipped('cgan_mnist').meta, sampler_of(shipped('cgan_mnist'), 'cgan_mnist'))
+                if not c.ok]
+
+
+def test_cards_render_their_figures():
+    "The Markdown card beside each weight shows the figures of its header (a card that went stale would differ)."
+    for name in NAMES:
+        meta = read_meta(WEIGHTS_DIR / f'{name}.safetensors')['meta']
+        md = (WEIGHTS_DIR / f'{name}.md').read_text()
+        for k, v in meta.get('metrics', {}).items():
+            if k in QUALITY or k.startswith(('test_', 'valid_')): assert f'{v:.4g}' in md or str(v) in md, (name, k, v)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', [n for n in NAMES if GROUP[n] != 'cheap'])
+def test_diffusion_card_at_its_full_n(name):
+    "`make test-slow`: the diffusion cards' n = 1,000 figures sampled in full (minutes each), to the card's rounding."
+    from opengen.metrics import measure
+    from shipped import compare
+    m = shipped(name)
+    draw = sampler_of(m, name)
+    if 'evaluation' not in m.meta:
+        d = m.defaults
+        checks = compare('', m.meta['metrics'], measure(*draw(m.meta['eval_n'], sampler=d['sampler'], steps=d['steps'])))
+    else:
+        checks, text = [], hasattr(m, 'prompt_bank')
+        for arm, row in m.meta['evaluation'].items():
+            opts = dict(seed=row['seed'], steps=row['steps'], **({} if row['guidance_scale'] is None else {'guidance_scale': row['guidance_scale']}))
+            for what in (('heldout', 'seen') if text else ('labels',)):
+                r = measure(*draw(row['n'], **opts, **({'templates': what} if text else {})), seed=row['seed'])
+                card = ({'fid_clf': row['fid_clf_seen'], 'accuracy': row['accuracy_seen']} if what == 'seen' else
+                        {k: row[k] for k in ('fid_clf', 'precision', 'recall', 'diversity')} |
+                        {'accuracy': row['accuracy_heldout'] if text else row['accuracy_seen']})
+                checks += compare(f'evaluation[{arm}][{what}].', card, r)
+    bad = [str(c) for c in checks if not c.ok]
+    assert checks and not bad, '\n'.join(bad)
