@@ -50,6 +50,17 @@ def test_a_damaged_copy_fails_its_card_test(tmp_path):
                 if not c.ok]
 
 
+@pytest.mark.xdist_group('ablation_a1_mnist')
+def test_a_damaged_diffusion_arm_fails_its_card_test(tmp_path):
+    "The same for a model checked through the first samples of its evaluation: A1's output convolution scaled by 0.8."
+    tensors, header = read_safetensors(WEIGHTS_DIR / 'ablation_a1_mnist.safetensors')
+    tensors = {**tensors, 'net.out.2.weight': tensors['net.out.2.weight'] * 0.8}
+    write_safetensors(tmp_path / 'a1_damaged.safetensors', tensors, header)
+    damaged = load(tmp_path / 'a1_damaged.safetensors')
+    failed = {c.figure for c in card_checks(damaged, damaged.meta, sampler_of(damaged)) if not c.ok}
+    assert 'evaluation[A1].check[labels].fid_clf' in failed, failed
+
+
 def test_cards_render_their_figures():
     "The Markdown card beside each weight shows the figures of its header (a card that went stale would differ)."
     for name in NAMES:
