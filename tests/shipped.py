@@ -3,10 +3,10 @@ again from the weights (never read back), with one sampling run per (weights, n,
 
 How each kind of figure is re-measured (`card_checks`):
 - quality figures of `evaluate` (FID, precision, recall, accuracy, diversity) and the real-data reference row: a fresh
-  seeded evaluation at the card's n, compared to the card's rounding (`TOL`);
+  seeded evaluation at the card's n, compared to the card's rounding (`card_tol`);
 - diffusion models, whose evaluations at n = 1,000 cost minutes: only the first samples of the card's evaluation are
   drawn (`evaluate` draws batch after batch from one seeded generator, so a run with fewer samples is a prefix of the
-  card's run); they are compared, to `TOL`, with the card's own figures for exactly those samples (the n = 500 rows of
+  card's run); they are compared, to `card_tol`, with the card's own figures for exactly those samples (the n = 500 rows of
   the steps and guidance studies of `ddpm_cond_mnist`; the 250-sample `check` of each ablation evaluation), and the
   card's n = 1,000 figures with the same samples within the stated tolerance of a smaller n (`consistent`);
 - the VAEs' test ELBO: recomputed on the seeded binarisation of the test set (`elbo_on_test_set`), to its rounding;
@@ -27,11 +27,10 @@ import torch
 from opengen.checkpoints import load_pretrained
 from opengen.data import load_dataset, to_pixel_range
 from opengen.diffusion import Diffusion
-from opengen.metrics import classifier_accuracy, draw_samples, measure, reference_row
+from opengen.metrics import QUALITY, classifier_accuracy, draw_samples, measure, reference_row
 from opengen.models.ae import AE, bernoulli_nll
 from opengen.models.vae import VAE, elbo_on_test_set, gaussian_kl, neg_log_lik
 
-QUALITY = ('fid_clf', 'precision', 'recall', 'accuracy', 'diversity')
 NOT_REMEASURED = {                  # card entries that describe the training run or the machine, not the weights
     'images_per_s': 'sampling speed of the machine that made the card', 's_per_image': 'likewise',
     'wall_time_s': 'training wall time', 'train_time_s': 'training wall time', 'history': 'per-epoch training log',
@@ -58,7 +57,7 @@ class Check(NamedTuple):
     def __str__(self): return f'{self.figure}: card {self.card}, measured {self.fresh} (tolerance {self.tol:.3g})'
 
 
-def TOL(key: str, card: float) -> float:
+def card_tol(key: str, card: float) -> float:
     "The same seeded computation again: the card's rounding (4 decimals) plus another machine's float noise."
     if key.startswith('fid'): return 1e-3 * max(1.0, abs(card))
     return 1.01e-3                 # fractions of 1,000 samples: one sample more or less is 0.001
@@ -93,7 +92,7 @@ def consistent(card_row: dict, fresh: dict, m: int, n: int, dataset: str = 'mnis
 
 def compare(prefix: str, card: dict, fresh: dict, keys=QUALITY) -> list[Check]:
     "Exact re-measurement: every `keys` figure the card states."
-    return [Check(f'{prefix}{k}', card[k], fresh[k], TOL(k, card[k])) for k in keys if k in card and card[k] is not None]
+    return [Check(f'{prefix}{k}', card[k], fresh[k], card_tol(k, card[k])) for k in keys if k in card and card[k] is not None]
 
 
 # --- sampling once per process --------------------------------------------------------------------------------------
