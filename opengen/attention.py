@@ -8,8 +8,8 @@ __all__ = ['TEXT_EXTRA', 'TEXT_ENCODERS', 'CLASS_WORDS', 'PROMPT_TEMPLATES', 'TE
            'CrossAttention2d', 'SelfCrossAttention2d', 'keep_attention_maps', 'TextExtraMissing', 'TextEncoder',
            'MiniLMEncoder', 'text_encoder', 'templates_for', 'captions', 'TextCondition', 'TextDiffusion', 'make_arm',
            'set_sampling_defaults', 'evaluate_arm', 'guidance_choice', 'train_arm', 'ablation_rows', 'record_repeat',
-           'record_check', 'ablation_table', 'seed_table', 'noise_and_gaps', 'classify_prompts', 'attention_maps_for',
-           'prompt_explorer']
+           'record_check', 'arm_runs', 'ablation_table', 'seed_table', 'noise_and_gaps', 'classify_prompts',
+           'attention_maps_for', 'prompt_explorer']
 
 # %% ../nbs/24_attention.ipynb #b0cf9695
 import math
@@ -417,13 +417,17 @@ def record_check(path: str | Path, # an arm's weights written by `train_arm` bef
     from opengen.checkpoints import load, read_safetensors, write_model_card, write_safetensors
     from opengen.metrics import evaluate
     model, (tensors, header) = load(path), read_safetensors(path)
-    runs = {'heldout': {'templates': 'heldout'}, 'seen': {'templates': 'seen'}} if isinstance(model, TextDiffusion) else {'labels': {}}
     for row in header['meta']['evaluation'].values():
-        kw = dict(seed=row['seed'], steps=row['steps'], **({} if row['guidance_scale'] is None else {'guidance_scale': row['guidance_scale']}))
-        row['check'] = {what: {k: round(v, 4) for k, v in evaluate(model, dataset, check_n, check_n=check_n, **kw, **o)['check'].items()}
-                        for what, o in runs.items()}                       # a run of check_n samples is the prefix of the card's run
+        row['check'] = {what: {k: round(v, 4) for k, v in evaluate(model, dataset, check_n, check_n=check_n, **o)['check'].items()}
+                        for what, o in arm_runs(model, row).items()}      # a run of check_n samples is the prefix of the card's run
     write_safetensors(path, tensors, header); write_model_card(path)
     return path
+
+def arm_runs(model: Diffusion, row: dict) -> dict:
+    "The `evaluate` options of each run behind a row of `evaluate_arm`: {'heldout': …, 'seen': …} for a text model, {'labels': …} otherwise."
+    kw = dict(seed=row['seed'], steps=row['steps'], **({} if row['guidance_scale'] is None else {'guidance_scale': row['guidance_scale']}))
+    if isinstance(model, TextDiffusion): return {t: {**kw, 'templates': t} for t in ('heldout', 'seen')}
+    return {'labels': kw}
 
 def ablation_table(rows: dict, real: dict | None = None):
     "The rows as a DataFrame, one line per arm, with what each arm adds (and the real-data reference if given)."

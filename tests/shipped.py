@@ -25,11 +25,12 @@ from typing import NamedTuple
 import torch
 
 from opengen.checkpoints import load_pretrained
+from opengen.attention import arm_runs
 from opengen.data import load_dataset, to_pixel_range
 from opengen.diffusion import Diffusion
 from opengen.metrics import QUALITY, classifier_accuracy, draw_samples, measure, reference_row
-from opengen.models.ae import AE, bernoulli_nll
-from opengen.models.vae import VAE, elbo_on_test_set, gaussian_kl, neg_log_lik
+from opengen.models.ae import AE, recon_loss
+from opengen.models.vae import VAE, elbo_on_test_set
 
 NOT_REMEASURED = {                  # card entries that describe the training run or the machine, not the weights
     'images_per_s': 'sampling speed of the machine that made the card', 's_per_image': 'likewise',
@@ -121,41 +122,30 @@ def _reference(meta: dict, dataset: str) -> list[Check]:
 
 @torch.no_grad()
 def vae_valid_parts(model: VAE, dataset: str = 'mnist', seed: int = 0) -> tuple[float, float]:
-    "Mean reconstruction NLL and KL (nats/image) on the test split, dynamically binarised, as training's validation measures them."
-    g = torch.Generator().manual_seed(seed)
-    te = to_pixel_range(load_dataset(dataset, 'test').x)
-    lab = load_dataset(dataset, 'test').y
-    rec, kl = [], []
-    model.eval()
-    for i in range(0, len(te), 1000):
-        x = torch.bernoulli(te[i:i + 1000], generator=g)
-        y = lab[i:i + 1000] if model.conditional else None
-        mu, logvar = model.encode(x, y)
-        z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=g)
-        rec.append(neg_log_lik(model.decode_logits(z, y), x, model.likelihood, model.sigma)); kl.append(gaussian_kl(mu, logvar))
-    return torch.cat(rec).mean().item(), torch.cat(kl).mean().item()
+    "Mean reconstruction NLL and KL (nats/image) of `model.loss` on the test split, dynamically binarised, as in training's validation."
+    te = load_dataset(dataset, 'test')
+    x, y = to_pixel_range(te.x), te.y if model.conditional else None
+    model.eval(); torch.manual_seed(seed)                                      # the binarisation and the draws of z
+    parts = [model.loss(torch.bernoulli(x[i:i + 1000]), None if y is None else y[i:i + 1000])[1:] for i in range(0, len(x), 1000)]
+    return tuple(torch.stack(p).mean().item() for p in zip(*parts))
 
 
 @torch.no_grad()
 def ae_valid_recon(model: AE, dataset: str = 'mnist') -> float:
-    "Mean Bernoulli NLL (nats/image) of the test split's reconstructions, as training's validation measures it."
-    te = to_pixel_range(load_dataset(dataset, 'test').x)
+    "Mean `recon_loss` (Bernoulli NLL, nats/image) of the test split's reconstructions, as training's validation measures it."
     model.eval()
-    return torch.cat([bernoulli_nll(model(x), x) for x in te.split(1000)]).mean().item()
+    return torch.stack([recon_loss(model(x), x) for x in to_pixel_range(load_dataset(dataset, 'test').x).split(1000)]).mean().item()
 
 
 @torch.no_grad()
 def diffusion_valid_loss(model: Diffusion, dataset: str = 'mnist', n: int = 1000, seed: int = 0) -> float:
-    "The ε-regression loss (mean squared error per pixel) on the first n test images, random t and ε from `seed`."
-    g = torch.Generator().manual_seed(seed)
-    x0 = to_pixel_range(load_dataset(dataset, 'test').x[:n], (-1., 1.))
-    y = load_dataset(dataset, 'test').y[:n]
-    model.eval(); out = []
-    for i in range(0, n, 500):
-        xb, yb = x0[i:i + 500], y[i:i + 500]
-        t = torch.randint(0, model.T, (len(xb),), generator=g); eps = torch.randn(xb.shape, generator=g)
-        xt = model.schedule.q_sample(xb, t, eps)
-        pred = model.net(xt, t, yb) if model.conditional else model.net(xt, t)
+    "The training loss (labels dropped as in training) on the first n test images, t, ε and the dropout drawn from `seed`."
+    te = load_dataset(dataset, 'test')
+    x0, y = to_pixel_range(te.x[:n], (-1., 1.)), te.y[:n]
+    model.eval(); torch.manual_seed(seed); out = []
+    for xb, yb in zip(x0.split(500), y.split(500)):
+        t, eps = torch.randint(0, model.T, (len(xb),)), torch.randn_like(xb)
+        pred = model.net(model.schedule.q_sample(xb, t, eps), t, **model.train_inputs(yb))
         out.append(((pred - model.target(xb, eps, t)) ** 2).flatten(1).mean(1))
     return torch.cat(out).mean().item()
 
@@ -214,20 +204,23 @@ def _diffusion_checks(model, meta: dict, draw, ds: str) -> list[Check]:
     return out
 
 
+def arm_card_figures(row: dict, what: str) -> dict:
+    "The n = 1,000 figures an ablation row states for one of its runs (its precision, recall and diversity are the held-out run's)."
+    if what == 'seen': return {'fid_clf': row['fid_clf_seen'], 'accuracy': row['accuracy_seen']}
+    return ({k: row[k] for k in ('fid_clf', 'precision', 'recall', 'diversity')}
+            | {'accuracy': row['accuracy_heldout'] if what == 'heldout' else row['accuracy_seen']})
+
+
 def _arm_checks(model, meta: dict, draw, ds: str) -> list[Check]:
     "An ablation card: each evaluation's `check` (its first samples) exactly, and the evaluation's n = 1,000 figures from them."
-    out, text = [], hasattr(model, 'prompt_bank')
+    out = []
     for arm, row in meta['evaluation'].items():
         assert 'check' in row, f'evaluation {arm} has no check rows: add them with opengen.attention.record_check'
-        opts = dict(seed=row['seed'], steps=row['steps'],
-                    **({} if row['guidance_scale'] is None else {'guidance_scale': row['guidance_scale']}))
-        for what, card_check in row['check'].items():
-            x, y = draw(card_check['n'], **opts, **({'templates': what} if text else {}))
+        for what, opts in arm_runs(model, row).items():
+            card_check = row['check'][what]
+            x, y = draw(card_check['n'], **opts)
             fresh = measure(x, y, ds, seed=row['seed'])
             out += compare(f'evaluation[{arm}].check[{what}].', card_check, fresh)
-            card = {'fid_clf': row['fid_clf_seen'] if what == 'seen' else row['fid_clf'],
-                    'accuracy': row['accuracy_heldout'] if what == 'heldout' else row['accuracy_seen'],
-                    'diversity': None if what == 'seen' else row['diversity']}          # the row's diversity is the held-out run's
             out += [c._replace(figure=f'evaluation[{arm}][{what}].{c.figure}')
-                    for c in consistent(card, fresh, card_check['n'], row['n'], ds, conditional=y is not None)]
+                    for c in consistent(arm_card_figures(row, what), fresh, card_check['n'], row['n'], ds, conditional=y is not None)]
     return out
