@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SIZES', 'PACKAGE_DIR', 'WEIGHTS_DIR', 'get_device', 'hardware_info', 'set_seed', 'make_generator', 'size_preset',
-           'is_smoke', 'by_size', 'cache_dir', 'data_root']
+           'is_smoke', 'by_size', 'weights_dir', 'cache_dir', 'data_root']
 
 # %% ../nbs/00_core.ipynb #49fc0e70
 import os, random
@@ -90,6 +90,10 @@ def by_size(smoke, # value used in the 'smoke' preset (tests, CI)
 # %% ../nbs/00_core.ipynb #1de2c492
 PACKAGE_DIR = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd()
 WEIGHTS_DIR = PACKAGE_DIR / 'weights'
+
+def weights_dir() -> Path:
+    "The folder of the shipped weights, read when called (so a test or a user can point `core.WEIGHTS_DIR` elsewhere)."
+    return WEIGHTS_DIR
 
 def cache_dir() -> Path:
     "Folder for recomputable files: `$OPENGEN_CACHE`, else `~/.cache/opengen`."

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DATASETS', 'RAW_FILES', 'DatasetInfo', 'dataset_name', 'label_names', 'DataNotFoundError', 'ImageSet', 'load_dataset',
            'to_pixel_range', 'from_pixel_range', 'ArrayLoader', 'DataLoaders', 'subset', 'get_dls', 'loader_throughput',
-           'show_images', 'show_class_grid', 'class_means']
+           'show_images', 'to_png', 'show_class_grid', 'class_means']
 
 # %% ../nbs/01_data.ipynb #0b97a76c
 import contextlib, io, math
@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
+from PIL import Image
 from torchvision import datasets
 
 from .core import data_root, get_device
@@ -241,6 +243,28 @@ def show_images(x: torch.Tensor, # (N,1,H,W), (N,H,W) images; uint8 or float in 
     if title: fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/01_data.ipynb #cfb4405f
+def to_png(x: torch.Tensor, # (N,1,H,W), (N,H,W) or (H,W) images in [0, 1]
+           nrow: int | None = None, # images per row
+           scale: int = 4, # enlargement factor (nearest neighbour)
+           pad: int = 1, # grey border between images
+           compress: int = 1) -> bytes: # zlib level: 1 is fast (live updates), 9 is small (static previews)
+    "Encode images in [0, 1] as one PNG grid (fast enough for interactive use)."
+    x = x.detach().float().cpu().clamp(0, 1)
+    if x.ndim == 2: x = x[None]
+    if x.ndim == 4: x = x[:, 0]
+    n, h, w = x.shape
+    nrow = nrow or int(np.ceil(np.sqrt(n))); nr = -(-n // nrow)
+    grid = torch.full((nr * (h + pad) + pad, nrow * (w + pad) + pad), 0.5)
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = x[i]
+    img = Image.fromarray((grid.numpy() * 255).round().astype(np.uint8))
+    if scale > 1: img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buf = io.BytesIO(); img.save(buf, format='png', compress_level=compress)
+    return buf.getvalue()
+
 
 # %% ../nbs/01_data.ipynb #2791103a
 def show_class_grid(ds: ImageSet, # a dataset split

@@ -25,9 +25,9 @@ from typing import NamedTuple
 import torch
 
 from opengen.checkpoints import load_pretrained
-from opengen.attention import arm_runs
+from opengen.diffusion.ablation import arm_runs
 from opengen.data import load_dataset, to_pixel_range
-from opengen.diffusion import Diffusion
+from opengen.diffusion.ddpm import Diffusion
 from opengen.metrics import QUALITY, classifier_accuracy, draw_samples, measure, reference_row
 from opengen.models.ae import AE, recon_loss
 from opengen.models.vae import VAE, elbo_on_test_set
@@ -215,7 +215,7 @@ def _arm_checks(model, meta: dict, draw, ds: str) -> list[Check]:
     "An ablation card: each evaluation's `check` (its first samples) exactly, and the evaluation's n = 1,000 figures from them."
     out = []
     for arm, row in meta['evaluation'].items():
-        assert 'check' in row, f'evaluation {arm} has no check rows: add them with opengen.attention.record_check'
+        assert 'check' in row, f'evaluation {arm} has no check rows: add them with opengen.diffusion.ablation.record_check'
         for what, opts in arm_runs(model, row).items():
             card_check = row['check'][what]
             x, y = draw(card_check['n'], **opts)

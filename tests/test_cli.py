@@ -71,8 +71,9 @@ def test_console_script_draws_the_digit_asked_for(tmp_path):
     ['train', 'cvae', '--epochs', '1', '--out', 'fresh_dir', '--resume'],
     ['train', 'cvae', '--epochs', '1', '--n-train', '10', '--out', 'x'],
     ['train', 'cgan', '--cond', '--epochs', '1', '--out', 'x'],
-    ['train', 'cgan', '--arm', 'A1', '--out', 'x'],
-    ['train', 'cvae', '--eval-n', '100', '--out', 'x'],
+    ['train', 'cgan', '--latent-dim', '8', '--epochs', '1', '--out', 'x'],
+    ['train', 'nope', '--out', 'x'],
+    ['train', 'cvae_fashion', '--dataset', 'mnist', '--out', 'x'],
     ['train', 'ddpm', '--eval-n', '15', '--out', 'x'],
 ])
 def test_bad_arguments_give_one_line(args, tmp_path, monkeypatch, capsys):
@@ -114,10 +115,10 @@ def test_train_and_sample_a_cgan(tmp_path, capsys):
     assert rc == 0 and read_grid(tmp_path / 'g.png', 8).shape == (8, 1, 28, 28), err
 
 
-@pytest.mark.filterwarnings('ignore::opengen.samplers.OutOfRangeWarning')   # one epoch: the samples are still noise
+@pytest.mark.filterwarnings('ignore::opengen.diffusion.samplers.OutOfRangeWarning')   # one epoch: the samples are still noise
 def test_train_and_sample_a_ddpm(tmp_path, capsys):
     out = tmp_path / 'run'
-    rc, _, err = run(['train', 'ddpm', '--cond', '--epochs', '1', '--n-train', '256', '--eval-n', '100', '--out', out], capsys)
+    rc, _, err = run(['train', 'ddpm_cond', '--epochs', '1', '--n-train', '256', '--eval-n', '100', '--out', out], capsys)
     assert rc == 0, err
     w = out / 'ddpm_cond_mnist.safetensors'
     assert w.exists() and w.with_suffix('.md').exists() and (out / 'snapshots').is_dir()
@@ -143,7 +144,7 @@ def test_text2img_draws_what_the_prompt_says(tmp_path, capsys):
 
 def test_train_a_text2img_arm(tmp_path, capsys):
     out = tmp_path / 'run'
-    rc, _, err = run(['train', 'text2img', '--arm', 'A2', '--epochs', '1', '--n-train', '256', '--eval-n', '20', '--out', out], capsys)
+    rc, _, err = run(['train', 'ablation_a2', '--epochs', '1', '--n-train', '256', '--eval-n', '20', '--out', out], capsys)
     assert rc == 0, err
     w = out / 'ablation_a2_mnist.safetensors'
     assert w.exists() and w.with_suffix('.md').exists()

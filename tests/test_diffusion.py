@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from opengen.diffusion import Diffusion, NoiseSchedule, drop_labels, eps_to_x0, fit_diffusion, v_target, v_to_eps, v_to_x0
-from opengen.guidance import guided_eps
-from opengen.learner import Callback, CancelFitException, MetricsCB
+from opengen.diffusion.ddpm import Diffusion, NoiseSchedule, drop_labels, eps_to_x0, v_target, v_to_eps, v_to_x0
+from opengen.diffusion.guidance import guided_eps
+from opengen.learner import Callback, CancelFitException, MetricsCB, fit
 from opengen.metrics import measure, reference_row
-from opengen.models.unet import UNET_PRESETS, UNet, unet_preset
-from opengen.samplers import DDIMSampler, DDPMSampler, OutOfRangeWarning, make_sampler
+from opengen.diffusion.unet import UNET_PRESETS, UNet, unet_preset
+from opengen.diffusion.samplers import DDIMSampler, DDPMSampler, OutOfRangeWarning, make_sampler
 from shipped import sampler_of, shipped
 
 G = lambda s=0: torch.Generator().manual_seed(s)
@@ -172,15 +172,15 @@ def test_label_dropout_rate():
 def test_training_lowers_the_loss_and_resumes_exactly(tmp_path):
     kw = dict(n_train=512, n_valid=128, bs=64, lr=3e-3, show=False, progress=False)
     torch.manual_seed(0); a = Diffusion(unet=unet_preset('tiny', n_classes=10))
-    learn, _ = fit_diffusion(a, epochs=4, **kw)
+    learn = fit(a, 'mnist', 4, ema=None, **kw)
     class Interrupt(Callback):                                           # a crash after epoch 2 of 4 (after the checkpoint)
         order = 300
         def after_epoch(self, learn):
             if learn.epoch == 1: raise CancelFitException()
     torch.manual_seed(0); b = Diffusion(unet=unet_preset('tiny', n_classes=10))
-    fit_diffusion(b, epochs=4, out_dir=tmp_path, extra_cbs=(Interrupt(),), **kw)
+    fit(b, 'mnist', 4, ema=None, out_dir=tmp_path, extra_cbs=(Interrupt(),), **kw)
     torch.manual_seed(5); c = Diffusion(unet=unet_preset('tiny', n_classes=10))
-    fit_diffusion(c, epochs=4, out_dir=tmp_path, resume=True, **kw)
+    fit(c, 'mnist', 4, ema=None, out_dir=tmp_path, resume=True, **kw)
     for (k, va), vc in zip(a.state_dict().items(), c.state_dict().values()):
         assert torch.equal(va, vc), k
     losses = [r['loss'] for r in learn.cb(MetricsCB).steps]

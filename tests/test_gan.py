@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from opengen.learner import SingleBatchCB
+from opengen.learner import SingleBatchCB, fit
 from opengen.metrics import measure
-from opengen.models.gan import (GAN, GANTrainCB, d_loss_bce, d_loss_hinge, fit_discriminator, fit_gan, g_loss_hinge,
+from opengen.models.gan import (GAN, GANTrainCB, d_loss_bce, d_loss_hinge, fit_discriminator, g_loss_hinge,
                                 g_loss_nonsaturating, g_loss_saturating, js_divergence, optimal_discriminator,
                                 toy_density, toy_dls, toy_samples)
 from shipped import sampler_of, shipped
@@ -60,8 +60,8 @@ def test_callback_alternates_steps(n_critic, single, expected):
     torch.manual_seed(0)
     m = GAN(arch='toy', z_dim=4, width=16, d_norm='none')
     G0, D0 = _params(m.G), _params(m.D)
-    learn, _ = fit_gan(m, epochs=1, dls=toy_dls(1024, 256), n_critic=n_critic, ema=None, show=False, progress=False,
-                       extra_cbs=[SingleBatchCB()] if single else [])
+    learn = fit(m, epochs=1, dls=toy_dls(1024, 256), n_critic=n_critic, ema=None, show=False, progress=False,
+                extra_cbs=[SingleBatchCB()] if single else [])
     cb = learn.cb(GANTrainCB)
     assert (cb.d_steps, cb.g_steps, not torch.equal(G0, _params(m.G)), not torch.equal(D0, _params(m.D))) == expected
 
@@ -69,11 +69,11 @@ def test_callback_alternates_steps(n_critic, single, expected):
 def test_image_gan_trains_and_resumes_exactly(tmp_path):
     kw = dict(n_train=512, n_valid=256, show=False, progress=False)
     torch.manual_seed(0); a = GAN(arch='dcgan', width=16, n_classes=10)
-    fit_gan(a, epochs=2, **kw)
+    fit(a, 'mnist', 2, **kw)
     torch.manual_seed(0); b = GAN(arch='dcgan', width=16, n_classes=10)
-    fit_gan(b, epochs=1, out_dir=tmp_path, **kw)                       # interrupted after one epoch ...
+    fit(b, 'mnist', 1, out_dir=tmp_path, **kw)                     # interrupted after one epoch ...
     torch.manual_seed(1); c = GAN(arch='dcgan', width=16, n_classes=10)   # ... a new process, other init ...
-    learn, _ = fit_gan(c, epochs=2, out_dir=tmp_path, resume=True, **kw)  # ... resumes from the checkpoint
+    learn = fit(c, 'mnist', 2, out_dir=tmp_path, resume=True, **kw)  # ... resumes from the checkpoint
     for (k, va), vc in zip(a.state_dict().items(), c.state_dict().values()):
         assert torch.equal(va, vc), k
     assert learn.cb(GANTrainCB).g_steps == 2 * 4
