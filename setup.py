@@ -25,7 +25,7 @@ if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_require
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
-text_requirements = (cfg.get('text_requirements') or '').split()   # the text extra (24_attention): pip install -e ".[text]"
+text_requirements = (cfg.get('text_requirements') or '').split()   # the text extra (25_text, 26_ablation): pip install -e ".[text]"
 
 package_data = dict()
 pkg_data = cfg.get('package_data', None)

@@ -47,11 +47,15 @@ def writable_file(path, suffix: str | None = None, what: str = '--out') -> Path:
     if p.is_dir(): raise CLIError(f'{what} {p} is a folder; give a file name, e.g. {p / ("samples" + (suffix or ""))}')
     return writable_dir(p.parent, what) / p.name
 
+def _file_in(p: Path) -> Path:
+    "The nearest of `p` and its parents that exists (the file in the way of a folder)."
+    return next(q for q in (p, *p.parents) if q.exists())
+
 def writable_dir(path, what: str = '--out') -> Path:
     "`path` as a folder we can write into (created if missing), or a `CLIError` that says why not."
     p = Path(path)
     try: p.mkdir(parents=True, exist_ok=True)
-    except FileExistsError: raise CLIError(f'cannot write {what} {p}: a file of that name is in the way') from None
+    except (FileExistsError, NotADirectoryError): raise CLIError(f'cannot write {what}: {_file_in(p)} is a file, not a folder') from None
     except OSError as e: raise CLIError(f'cannot create the folder {p} for {what}: {(e.strerror or str(e)).lower()}') from None
     if not os.access(p, os.W_OK | os.X_OK): raise CLIError(f'cannot write {what}: the folder {p} is not writable (permission denied)')
     return p

@@ -166,7 +166,7 @@ def card_checks(model, meta: dict, draw, name: str | None = None) -> list[Check]
     if 'test_accuracy' in m:                                                   # a domain classifier
         fresh = classifier_test_accuracy(name) if name else classifier_accuracy(model, ds)
         return [Check('test_accuracy', m['test_accuracy'], fresh, 1.01e-4)]
-    if 'evaluation' in meta:                                                   # an ablation arm (24_attention)
+    if 'evaluation' in meta:                                                   # an ablation arm (26_ablation)
         return _arm_checks(model, meta, draw, ds)
     n = meta['eval_n']
     if isinstance(model, Diffusion):

@@ -151,3 +151,39 @@ def test_train_a_text2img_arm(tmp_path, capsys):
     meta = load(w).meta
     assert set(meta['evaluation']) == {'A2', 'A3'} and meta['evaluation']['A2']['guidance_scale'] == 1.0
     assert meta['evaluation']['A2']['check']['heldout']['n'] == 20                # check_n is capped by the evaluation's n
+
+
+@pytest.mark.parametrize('scale', ['nan', 'inf', '-inf'])
+def test_a_guidance_scale_that_is_not_a_number_is_refused(scale, tmp_path, capsys):
+    rc, _, err = run(['sample', 'ddpm', '--digit', '4', f'--guidance-scale={scale}', '--out', tmp_path / 'x.png'], capsys)
+    assert rc == 2 and 'finite number' in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / 'x.png').exists()
+
+
+def test_weights_of_another_model_say_what_they_hold(tmp_path, capsys):
+    from opengen.core import WEIGHTS_DIR
+    rc, _, err = run(['sample', 'cvae', '--digit', '3', '--weights', WEIGHTS_DIR / 'cgan_mnist.safetensors', '--out', tmp_path / 'x.png'], capsys)
+    assert rc == 2 and 'holds a GAN' in err and 'opengen sample cgan --weights' in err, err
+    rc, _, err = run(['sample', 'ddpm', '--digit', '3', '--weights', WEIGHTS_DIR / 'classifier_mnist.safetensors', '--out', tmp_path / 'x.png'], capsys)
+    assert rc == 2 and 'holds a DomainClassifier' in err and 'cannot draw' in err, err
+
+
+def test_an_unwritable_out_is_said_in_words(tmp_path, capsys, monkeypatch):
+    (tmp_path / 'afile').write_text('in the way'); (tmp_path / 'd.png').mkdir()
+    for out, says in ((tmp_path / 'afile' / 'x.png', 'afile is a file, not a folder'), (tmp_path / 'd.png', 'is a folder')):
+        rc, _, err = run(['sample', 'cvae', '--digit', '3', '--out', out], capsys)
+        assert rc == 2 and says in err and 'Errno' not in err and len(err.strip().splitlines()) == 1, err
+    import opengen.cli
+    monkeypatch.setattr(opengen.cli.os, 'access', lambda *a: False)      # a read-only folder (the tests may run as root)
+    rc, _, err = run(['sample', 'cvae', '--digit', '3', '--out', tmp_path / 'ro' / 'x.png'], capsys)
+    assert rc == 2 and 'not writable (permission denied)' in err, err
+    rc, _, err = run(['train', 'cvae_mnist', '--epochs', '1', '--out', tmp_path / 'ro2'], capsys)
+    assert rc == 2 and 'not writable' in err, err
+
+
+def test_train_lists_every_recipe_and_refuses_what_a_recipe_cannot_take(tmp_path, capsys):
+    from opengen.checkpoints import available_pretrained
+    rc, out, _ = run(['train'], capsys)
+    assert rc == 0 and set(available_pretrained()) <= {line.split()[0] for line in out.splitlines()}
+    rc, _, err = run(['train', 'ddpm_cond_mnist', '--latent-dim', '8', '--out', tmp_path], capsys)
+    assert rc == 2 and 'takes no latent_dim' in err, err

@@ -18,7 +18,7 @@ from ..checkpoints import Configurable, Recipe, register_recipe
 from ..data import load_dataset, to_pixel_range
 from ..learner import Callback, TrainCB
 from ..metrics import save_evaluated
-from ..nn import ConvEncoder, ConvDecoder, Generative
+from ..nn import ConvEncoder, ConvDecoder, Generative, evaluating
 from .ae import bernoulli_nll
 
 # %% ../../nbs/11_vae.ipynb #c8626602
@@ -167,22 +167,23 @@ def log_likelihood_iw(model: VAE, x: torch.Tensor, # binarised images (B,1,28,28
                       k: int = 100, labels=None, chunk: int = 100,
                       generator: torch.Generator | None = None) -> torch.Tensor:
     "Importance-weighted bound L_k on log p(x) per image (B,), in nats (k = 1 gives a one-sample ELBO)."
-    model.eval(); dev = next(model.parameters()).device
-    x = x.to(dev)
-    mu, logvar = model.encode(x, labels)
-    std = (0.5 * logvar).exp()
-    B, D = mu.shape
-    log_w = []
-    for i in range(0, k, chunk):
-        m = min(chunk, k - i)
-        eps = torch.randn(m, B, D, generator=generator).to(dev)
-        z = mu + std * eps                                                  # (m,B,D)
-        log_q = Normal(mu, std).log_prob(z).sum(-1)                         # (m,B)
-        log_pz = Normal(0., 1.).log_prob(z).sum(-1)                         # (m,B)
-        lab = None if labels is None else torch.as_tensor(labels).repeat(m)
-        logits = model.decode_logits(z.reshape(m * B, D), lab)             # (m*B,1,28,28)
-        log_px = -neg_log_lik(logits, x.repeat(m, 1, 1, 1), model.likelihood, model.sigma).view(m, B)
-        log_w.append(log_px + log_pz - log_q)
+    with evaluating(model):                                                 # the mode found is restored
+        dev = model.device
+        x = x.to(dev)
+        mu, logvar = model.encode(x, labels)
+        std = (0.5 * logvar).exp()
+        B, D = mu.shape
+        log_w = []
+        for i in range(0, k, chunk):
+            m = min(chunk, k - i)
+            eps = torch.randn(m, B, D, generator=generator).to(dev)
+            z = mu + std * eps                                                  # (m,B,D)
+            log_q = Normal(mu, std).log_prob(z).sum(-1)                         # (m,B)
+            log_pz = Normal(0., 1.).log_prob(z).sum(-1)                         # (m,B)
+            lab = None if labels is None else torch.as_tensor(labels).repeat(m)
+            logits = model.decode_logits(z.reshape(m * B, D), lab)             # (m*B,1,28,28)
+            log_px = -neg_log_lik(logits, x.repeat(m, 1, 1, 1), model.likelihood, model.sigma).view(m, B)
+            log_w.append(log_px + log_pz - log_q)
     return (torch.logsumexp(torch.cat(log_w), 0) - math.log(k)).cpu()
 
 def elbo_on_test_set(model: VAE, dataset: str = 'mnist', n: int = 10000, seed: int = 0, bs: int = 500) -> float:
