@@ -10,7 +10,7 @@ ifeq ($(origin OPENGEN_DATA), undefined)
   endif
 endif
 
-.PHONY: install lab test test-nbs test-py test-slow export clean readme docs docs-serve
+.PHONY: install lab test test-nbs test-py test-slow export clean readme docs docs-serve student test-student
 
 # Install (once) into $(VENV); reinstalls only when the package definition changes.
 $(VENV)/.installed: setup.py settings.ini
@@ -28,12 +28,23 @@ lab: install
 # Both stages use every core: two notebooks (or two pytest-xdist workers) at a time, one torch thread each.
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 
+# The teacher's notebooks must pass every exercise check (OPENGEN_EXERCISES=teacher turns a check into an assertion);
+# the student edition must run through with every exercise "not done" (OPENGEN_EXERCISES=student).
 test: install
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers $(NPROC) --timing
+	OPENGEN_EXERCISES=teacher OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers $(NPROC) --timing
+	$(MAKE) --no-print-directory test-student
 	$(BIN)/pytest -q -n $(NPROC) --dist loadgroup --durations=15 tests
 
 test-nbs: install
-	OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers $(NPROC) --timing
+	OPENGEN_EXERCISES=teacher OMP_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers $(NPROC) --timing
+
+# The student edition (not committed): every solution becomes a stub, in student/.
+student: install
+	$(BIN)/python tools/build_student.py
+
+# The student notebooks that have exercises (student/EXERCISES lists them), top to bottom: each exercise reports "not done".
+test-student: student
+	for nb in $$(cat student/EXERCISES); do OPENGEN_EXERCISES=student OMP_NUM_THREADS=1 $(BIN)/nbdev_test --path student/$$nb || exit 1; done
 
 test-py: install
 	$(BIN)/pytest -q -n $(NPROC) --dist loadgroup --durations=15 tests

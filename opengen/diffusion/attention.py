@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..exercises import Case, Exercise, register_exercise
 from ..nn import norm
 
 # %% ../../nbs/24_attention.ipynb #38109d69
@@ -118,3 +119,42 @@ def keep_attention_maps(model: nn.Module, on: bool = True) -> list:
     blocks = [m for m in model.modules() if hasattr(m, 'keep_maps')]        # SelfAttention2d and MultiHeadAttention
     for b in blocks: b.keep_maps = on
     return blocks
+
+# %% ../../nbs/24_attention.ipynb #35f685ac
+_attention = attention   # the exercise below names its function `attention` too: the hints keep the library's
+
+def _qkv_cases(g: torch.Generator) -> list:
+    "Queries, keys, values and masks: a hand-made one, random heads, padding masks and a fully masked row (NaN, by definition)."
+    r = lambda *s: torch.randn(*s, generator=g)
+    pad = torch.tensor([[True, True, True, False, False]])[:, None].expand(2, 4, 5)   # (B=2, N=4, L=5): the last two keys are padding
+    full = torch.ones(1, 3, 4, dtype=torch.bool); full[0, 1] = False                # query 1 may read nothing
+    return [Case('one query, two keys', (torch.tensor([[1., 0.]]), torch.tensor([[1., 0.], [0., 1.]]), torch.tensor([[1., 2.], [3., 4.]]))),
+            Case('random heads (2, 4, 6, 8), no mask', (r(2, 4, 6, 8), r(2, 4, 6, 8), r(2, 4, 6, 3))),
+            Case('cross-attention, 4 queries, 5 keys, 2 padded', (r(2, 4, 16), r(2, 5, 16), r(2, 5, 16)), {'mask': pad}),
+            Case('a query with every key masked', (r(1, 3, 4), r(1, 4, 4), r(1, 4, 4)), {'mask': full})]
+
+def _token_cases(g: torch.Generator, merged: bool) -> list:
+    "Token tensors (B, N, h·d) with their number of heads, or split heads (B, h, N, d)."
+    shapes = ((1, 3, 8, 2), (2, 5, 12, 3), (2, 4, 16, 4))
+    if merged: return [Case(f'(B, N, h·d) = {s[:3]}, {s[3]} heads', (torch.randn(*s[:3], generator=g), s[3])) for s in shapes]
+    return [Case(f'(B, h, N, d) = {(B, h, N, D // h)}', (torch.randn(B, h, N, D // h, generator=g),)) for B, N, D, h in shapes]
+
+register_exercise(
+    Exercise('attention.attention', attention, _qkv_cases, mistakes={
+        'divide the scores by √d before the softmax (d = the width of q and k)':
+            lambda q, k, v, mask=None: (lambda A: (A @ v, A))((q @ k.transpose(-1, -2)).masked_fill(~mask, float('-inf')).softmax(-1)
+                                                              if mask is not None else (q @ k.transpose(-1, -2)).softmax(-1)),
+        'the mask is True where a key MAY be read: fill the scores where it is False':
+            lambda q, k, v, mask=None: _attention(q, k, v, None if mask is None else ~mask),
+        'each query\'s weights over the keys sum to one: softmax over the last dimension (the keys)':
+            lambda q, k, v, mask=None: (lambda A: (A @ v, A))((q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(-2))}),
+    Exercise('attention.split_heads', split_heads, lambda g: _token_cases(g, True), mistakes={
+        'split the channels into (h, d) and then move the heads before the positions: .reshape(B, N, h, d).transpose(1, 2)':
+            lambda x, h: x.reshape(x.shape[0], h, x.shape[1], x.shape[2] // h),
+        'each head takes a contiguous block of d = D/h channels: reshape to (B, N, h, d), not (B, N, d, h)':
+            lambda x, h: x.reshape(x.shape[0], x.shape[1], x.shape[2] // h, h).permute(0, 3, 1, 2)}),
+    Exercise('attention.merge_heads', merge_heads, lambda g: _token_cases(g, False), mistakes={
+        'move the positions back in front of the heads (.transpose(1, 2)) before the reshape':
+            lambda x: x.reshape(x.shape[0], x.shape[2], -1),
+        'keep each head\'s d channels together: transpose(1, 2) then reshape, not a permute to (B, N, d, h)':
+            lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2], -1)}))

@@ -18,6 +18,7 @@ from torch import nn
 import matplotlib.pyplot as plt
 
 from ..checkpoints import Configurable, Recipe, register_recipe
+from ..exercises import Case, Exercise, register_exercise
 from ..data import ArrayLoader, DataLoaders
 from ..learner import Callback
 from ..metrics import save_evaluated
@@ -355,3 +356,34 @@ def plot_gan_history(history: list, # `GANTrainCB.history` (per step) or `meta['
     axs[1].axhline(0.5, color='grey', ls=':', lw=1); axs[1].set_ylim(0, 1)
     if title: fig.suptitle(title)
     return fig
+
+# %% ../../nbs/13_gan.ipynb #d9379ad8
+def _logit_cases(g: torch.Generator, pairs: bool = True) -> list:
+    "Logits of D: a hand-made batch, random ones, and confident ones (±60, where log(sigmoid) is 0 or -inf in float32)."
+    sets = [('D says 0.8 and 0.6 on real, 0.3 and 0.1 on fake', torch.logit(torch.tensor([0.8, 0.6])), torch.logit(torch.tensor([0.3, 0.1]))),
+            ('random logits, batch of 16', torch.randn(16, generator=g), torch.randn(16, generator=g)),
+            ('confident logits ±60', torch.tensor([60., -60.]), torch.tensor([-60., 60.]))]
+    return [Case(w, (r, f) if pairs else (f,)) for w, r, f in sets]
+
+def _density_cases(g: torch.Generator) -> list:
+    "Densities on a grid: two Gaussians, random positive values, and a region where both vanish."
+    x = torch.linspace(-4, 4, 9)
+    n = lambda m, s: torch.exp(-0.5 * ((x - m) / s) ** 2) / (s * math.sqrt(2 * math.pi))
+    return [Case('p_data = N(-1, 1), p_g = N(1, 1)', (n(-1., 1.), n(1., 1.))),
+            Case('random densities', (torch.rand(7, generator=g), torch.rand(7, generator=g))),
+            Case('both densities 0 at two points', (torch.tensor([0., 0.2, 0.]), torch.tensor([0., 0.5, 0.])))]
+
+register_exercise(
+    Exercise('gan.d_loss_bce', d_loss_bce, _logit_cases, mistakes={
+        'real data carries label 1: −log D(x) = softplus(−logit) on the real logits, −log(1 − D(G(z))) = softplus(logit) on the fakes':
+            lambda r, f: F.softplus(r).mean() + F.softplus(-f).mean(),
+        'write −log σ(l) as softplus(−l) (and −log(1 − σ(l)) as softplus(l)): log(sigmoid(60)) rounds to 0 and log(1 − sigmoid(60)) to −inf':
+            lambda r, f: -(torch.sigmoid(r).log().mean() + (1 - torch.sigmoid(f)).log().mean()),
+        'average over each batch (mean), not a sum': lambda r, f: F.softplus(-r).sum() + F.softplus(f).sum()}),
+    Exercise('gan.g_loss_nonsaturating', g_loss_nonsaturating, lambda g: _logit_cases(g, pairs=False), mistakes={
+        'that is the saturating loss E[log(1 − D(G(z)))]: the non-saturating one is −E[log D(G(z))] = mean softplus(−logit)':
+            lambda f: -F.softplus(f).mean(),
+        '−log D(G(z)) = softplus(−logit): mind the sign inside the softplus': lambda f: F.softplus(f).mean()}),
+    Exercise('gan.optimal_discriminator', optimal_discriminator, _density_cases, mistakes={
+        'D* is the probability that x is real: p_data / (p_data + p_g), not p_g / (p_data + p_g)': lambda p, q: optimal_discriminator(q, p),
+        'where both densities vanish D* is ½ (a guess is all D can do): avoid 0 / 0': lambda p, q: p / (p + q)}))

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['LIKELIHOODS', 'gaussian_kl', 'reparameterize', 'cb_log_norm', 'neg_log_lik', 'VAE', 'cb_mean', 'CVAE', 'BinarizeCB',
-           'VAETrainCB', 'binarize', 'log_likelihood_iw', 'elbo_on_test_set']
+           'VAETrainCB', 'binarize', 'log_mean_exp', 'log_likelihood_iw', 'elbo_on_test_set']
 
 # %% ../../nbs/11_vae.ipynb #ca1003a2
 import math
@@ -15,6 +15,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from ..checkpoints import Configurable, Recipe, register_recipe
+from ..exercises import Case, Exercise, register_exercise
 from ..data import load_dataset, to_pixel_range
 from ..learner import Callback, TrainCB
 from ..metrics import save_evaluated
@@ -162,6 +163,10 @@ register_recipe(_vae_recipe('vae', VAE, 8), _vae_recipe('vae2d', VAE, 6, latent_
 
 
 # %% ../../nbs/11_vae.ipynb #a1203614
+def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    "log(mean(exp(log_w))) along `dim`, computed stably (logsumexp − log k): the importance-weighted bound from k log-weights."
+    return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
+
 @torch.no_grad()
 def log_likelihood_iw(model: VAE, x: torch.Tensor, # binarised images (B,1,28,28)
                       k: int = 100, labels=None, chunk: int = 100,
@@ -184,7 +189,7 @@ def log_likelihood_iw(model: VAE, x: torch.Tensor, # binarised images (B,1,28,28
             logits = model.decode_logits(z.reshape(m * B, D), lab)             # (m*B,1,28,28)
             log_px = -neg_log_lik(logits, x.repeat(m, 1, 1, 1), model.likelihood, model.sigma).view(m, B)
             log_w.append(log_px + log_pz - log_q)
-    return (torch.logsumexp(torch.cat(log_w), 0) - math.log(k)).cpu()
+    return log_mean_exp(torch.cat(log_w)).cpu()
 
 def elbo_on_test_set(model: VAE, dataset: str = 'mnist', n: int = 10000, seed: int = 0, bs: int = 500) -> float:
     "Mean test-set ELBO (nats/image) on a fixed binarisation of the first `n` test images."
@@ -193,3 +198,34 @@ def elbo_on_test_set(model: VAE, dataset: str = 'mnist', n: int = 10000, seed: i
     lab = te.y[:n] if model.conditional else None
     return torch.cat([log_likelihood_iw(model, x[i:i + bs], 1, None if lab is None else lab[i:i + bs], generator=g)
                       for i in range(0, n, bs)]).mean().item()
+
+# %% ../../nbs/11_vae.ipynb #40fddee6
+def _latent_cases(g: torch.Generator, with_eps: bool = False) -> list:
+    "(mu, logvar[, eps]) of a batch of codes: the prior, σ = 2, and random batches."
+    cases = [('μ = 0, log σ² = 0 (the prior itself)', torch.zeros(2, 3), torch.zeros(2, 3)),
+             ('μ = 1, σ = 2 (log σ² = log 4)', torch.ones(1, 2), torch.full((1, 2), math.log(4.)))]
+    cases += [(f'a random batch of {B} codes of {D} dimensions', torch.randn(B, D, generator=g), torch.randn(B, D, generator=g))
+              for B, D in ((4, 16), (1, 2))]
+    return [Case(w, (mu, lv) + ((torch.randn(mu.shape, generator=g),) if with_eps else ())) for w, mu, lv in cases]
+
+def _log_weight_cases(g: torch.Generator) -> list:
+    "Log-weights (k, B): moderate, one sample (k = 1: the bound is the weight itself), and very negative (exp underflows)."
+    return [Case('k = 5 log-weights of 3 images, around 0', (torch.randn(5, 3, generator=g),)),
+            Case('k = 1: the bound is the log-weight itself', (torch.randn(1, 4, generator=g),)),
+            Case('k = 3 log-weights around −1000 nats (exp underflows to 0)', (torch.randn(3, 2, generator=g) - 1000,))]
+
+register_exercise(
+    Exercise('vae.reparameterize', reparameterize, lambda g: _latent_cases(g, with_eps=True), mistakes={
+        'σ = exp(logvar / 2): logvar is log σ², so halve it before exponentiating': lambda mu, lv, eps: mu + lv.exp() * eps,
+        'scale the noise by σ = exp(logvar / 2); logvar itself is not the standard deviation': lambda mu, lv, eps: mu + lv * eps,
+        'z = μ + σ ε: only the noise is scaled by σ, the mean is added': lambda mu, lv, eps: (mu + eps) * (0.5 * lv).exp()}),
+    Exercise('vae.gaussian_kl', gaussian_kl, _latent_cases, mistakes={
+        'the closed form has a factor ½ in front': lambda mu, lv: (mu ** 2 + lv.exp() - 1 - lv).sum(-1),
+        'logvar is log σ²: σ² = exp(logvar), not exp(2 logvar)': lambda mu, lv: 0.5 * (mu ** 2 + (2 * lv).exp() - 1 - 2 * lv).sum(-1),
+        'sum over the latent dimensions (the KLs of independent coordinates add up), one value per image':
+            lambda mu, lv: 0.5 * (mu ** 2 + lv.exp() - 1 - lv).mean(-1)}),
+    Exercise('vae.log_mean_exp', log_mean_exp, _log_weight_cases, mistakes={
+        'subtract the largest log-weight before exponentiating (torch.logsumexp): exp(−1000) underflows to 0':
+            lambda lw: lw.exp().mean(0).log(),
+        'that is the mean of the log-weights (the average ELBO): the bound is the log of the mean weight': lambda lw: lw.mean(0),
+        'a mean of k weights: subtract log k from the logsumexp': lambda lw: torch.logsumexp(lw, 0)}))

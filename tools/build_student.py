@@ -1,0 +1,30 @@
+"""Build the student edition: every notebook of nbs/ into student/, each solution region (### BEGIN SOLUTION ... ### END
+SOLUTION) replaced by `raise NotImplementedError()` and the outputs of those cells and their check cells cleared
+(`opengen.exercises.student_notebook`). `make student` runs it; student/ is not committed."""
+import argparse, json, shutil
+from pathlib import Path
+
+from opengen.exercises import student_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build(src: Path = ROOT / 'nbs', dst: Path = ROOT / 'student') -> dict:
+    "Write the student edition of `src` into `dst` (replaced); returns {notebook: number of solution regions}."
+    if dst.exists(): shutil.rmtree(dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns('*.ipynb', '.ipynb_checkpoints', '_proc'))
+    counts = {}
+    for p in sorted(src.glob('*.ipynb')):
+        nb, n = student_notebook(json.loads(p.read_text()))
+        (dst / p.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
+        counts[p.name] = n
+    return counts
+
+
+if __name__ == '__main__':
+    a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    a.add_argument('--src', type=Path, default=ROOT / 'nbs'); a.add_argument('--dst', type=Path, default=ROOT / 'student')
+    args = a.parse_args()
+    counts = build(args.src, args.dst)
+    (args.dst / 'EXERCISES').write_text(''.join(f'{nb}\n' for nb, n in counts.items() if n))
+    print(f'student edition: {sum(counts.values())} exercises in {sum(1 for n in counts.values() if n)} notebooks -> {args.dst}')
