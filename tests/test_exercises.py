@@ -11,13 +11,14 @@ import torch
 
 import opengen.diffusion.attention  # noqa: F401  (each chapter registers its exercises)
 import opengen.diffusion.ddpm  # noqa: F401
+import opengen.diffusion.guidance  # noqa: F401
 import opengen.diffusion.unet  # noqa: F401
 import opengen.models.gan  # noqa: F401
 import opengen.models.vae  # noqa: F401
 from opengen.exercises import BEGIN, END, EXERCISES, check, run_check, student_notebook
 
 REPO = Path(__file__).resolve().parents[1]
-CHAPTERS = {'vae': '11_vae', 'gan': '13_gan', 'unet': '20_unet', 'ddpm': '21_ddpm', 'attention': '24_attention'}
+CHAPTERS = {'vae': '11_vae', 'gan': '13_gan', 'unet': '20_unet', 'ddpm': '21_ddpm', 'guidance': '23_cfg', 'attention': '24_attention'}
 MISTAKES = [(name, hint) for name, ex in sorted(EXERCISES.items()) for hint in ex.mistakes]
 
 

@@ -20,7 +20,7 @@ from ..metrics import evaluate, save_evaluated
 from ..nn import Generative
 from .unet import UNet, unet_preset
 from .samplers import RangeStats, check_range, make_sampler
-from .guidance import guided_eps
+from .guidance import drop_to_null, guided_eps
 
 # %% ../../nbs/21_ddpm.ipynb #db62ff82
 def linear_betas(T: int = 1000, beta_1: float | None = None, beta_T: float | None = None) -> torch.Tensor:
@@ -103,8 +103,8 @@ def v_to_x0(v, xt, alpha_bar): "x0 from v: sqrt(ᾱ) x_t - sqrt(1-ᾱ) v."; retu
 # %% ../../nbs/21_ddpm.ipynb #e84ce968
 def drop_labels(labels: torch.Tensor, p_uncond: float, null_label: int, generator: torch.Generator | None = None) -> torch.Tensor:
     "Replace each label by `null_label` with probability `p_uncond` (classifier-free guidance training)."
-    drop = torch.rand(labels.shape, generator=generator).to(labels.device) < p_uncond
-    return torch.where(drop, torch.full_like(labels, null_label), labels)
+    u = torch.rand(labels.shape, generator=generator).to(labels.device)      # one uniform draw per label
+    return drop_to_null(labels, u, p_uncond, null_label)
 
 # %% ../../nbs/21_ddpm.ipynb #bd81ed91
 class Diffusion(Generative, Configurable, nn.Module):
