@@ -85,6 +85,11 @@ def _show(x, n: int = 4) -> str:
         return f'tensor{tuple(x.shape)} [{body}]'
     return repr(x)
 
+def _matches(got, wrong: Callable, c: Case, ex: Exercise) -> bool:
+    "Whether an answer is what the listed mistake `wrong` gives on case `c` (a mistake that cannot run here matches nothing)."
+    try: return compare(got, wrong(*_clone(c.args), **_clone(c.kwargs)), ex.atol, ex.rtol)[0]
+    except Exception: return False
+
 def run_check(ex: Exercise, fn: Callable, seed: int = 0) -> CheckResult:
     "Check `fn` against exercise `ex` on its cases (random ones drawn with `seed`), without printing."
     cases = ex.cases(torch.Generator().manual_seed(seed))
@@ -97,8 +102,7 @@ def run_check(ex: Exercise, fn: Callable, seed: int = 0) -> CheckResult:
             return CheckResult(ex.name, 'failed', f'✗ {ex.name}: case {i} of {len(cases)} ({c.what}) raised {type(e).__name__}: {e}')
         ok, err, why = compare(got, expected, ex.atol, ex.rtol)
         if not ok:
-            hint = next((h for h, wrong in ex.mistakes.items()
-                         if compare(got, wrong(*_clone(c.args), **_clone(c.kwargs)), ex.atol, ex.rtol)[0]), ex.hint)
+            hint = next((h for h, wrong in ex.mistakes.items() if _matches(got, wrong, c, ex)), ex.hint)
             detail = why if why and math.isinf(err) else f'{why + ": " if why else ""}expected {_show(expected)}, got {_show(got)}, largest error {err:.3g}'
             return CheckResult(ex.name, 'failed', f'✗ {ex.name}: case {i} of {len(cases)} ({c.what}): {detail}. Hint: {hint}')
     return CheckResult(ex.name, 'passed', f'✓ {ex.name}: passed all {len(cases)} cases')

@@ -16,6 +16,8 @@ def cfg_combine(eps_c: torch.Tensor, eps_u: torch.Tensor, s: float) -> torch.Ten
     "ε̃ = ε_u + s (ε_c − ε_u): s = 0 unconditional, s = 1 conditional, s > 1 guided (Ho & Salimans' w = s − 1)."
     return eps_u + s * (eps_c - eps_u)
 
+_combine = cfg_combine   # what guided_eps calls: an exercise may define its own cfg_combine in a notebook
+
 def drop_to_null(labels: torch.Tensor, u: torch.Tensor, p_uncond: float, null_label: int) -> torch.Tensor:
     "Label dropout: the labels whose uniform draw `u` is below `p_uncond` become `null_label` (the rest are kept)."
     return torch.where(u < p_uncond, torch.full_like(labels, null_label), labels)
@@ -28,7 +30,7 @@ def guided_eps(model, # a `Diffusion` model
     if c is None or s == 0: return model.eps(x, t, None)
     if s == 1: return model.eps(x, t, c)
     eps_c, eps_u = model.eps(torch.cat([x, x]), torch.cat([t, t]), model.with_null(c)).chunk(2)   # (2B, ...): c, then ∅
-    return cfg_combine(eps_c, eps_u, s)
+    return _combine(eps_c, eps_u, s)
 
 # %% ../../nbs/23_cfg.ipynb #dc56adad
 GUIDANCE_SCALES = (0, 1, 1.5, 2, 3, 5, 7.5)

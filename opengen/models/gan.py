@@ -373,6 +373,8 @@ def _density_cases(g: torch.Generator) -> list:
             Case('random densities', (torch.rand(7, generator=g), torch.rand(7, generator=g))),
             Case('both densities 0 at two points', (torch.tensor([0., 0.2, 0.]), torch.tensor([0., 0.5, 0.])))]
 
+_optimal_discriminator = optimal_discriminator   # the exercise below names its function the same: the hint keeps the library's
+
 register_exercise(
     Exercise('gan.d_loss_bce', d_loss_bce, _logit_cases, mistakes={
         'real data carries label 1: −log D(x) = softplus(−logit) on the real logits, −log(1 − D(G(z))) = softplus(logit) on the fakes':
@@ -385,5 +387,5 @@ register_exercise(
             lambda f: -F.softplus(f).mean(),
         '−log D(G(z)) = softplus(−logit): mind the sign inside the softplus': lambda f: F.softplus(f).mean()}),
     Exercise('gan.optimal_discriminator', optimal_discriminator, _density_cases, mistakes={
-        'D* is the probability that x is real: p_data / (p_data + p_g), not p_g / (p_data + p_g)': lambda p, q: optimal_discriminator(q, p),
+        'D* is the probability that x is real: p_data / (p_data + p_g), not p_g / (p_data + p_g)': lambda p, q: _optimal_discriminator(q, p),
         'where both densities vanish D* is ½ (a guess is all D can do): avoid 0 / 0': lambda p, q: p / (p + q)}))
