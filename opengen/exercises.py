@@ -58,8 +58,8 @@ def compare(got, expected, atol: float = 1e-5, rtol: float = 1e-4) -> tuple[bool
             if not ok: return False, err, f'value {i}: {why}'
             worst = max(worst, err)
         return True, worst, ''
-    e = torch.as_tensor(expected).double()
-    try: g = torch.as_tensor(got).double()
+    e = torch.as_tensor(expected).detach().double()
+    try: g = torch.as_tensor(got).detach().double()
     except (TypeError, ValueError, RuntimeError): return False, math.inf, f'expected a tensor or a number, got {type(got).__name__}'
     if g.shape != e.shape: return False, math.inf, f'shape {tuple(g.shape)}, expected {tuple(e.shape)}'
     nan = torch.isnan(e)

@@ -13,12 +13,15 @@ import opengen.diffusion.attention  # noqa: F401  (each chapter registers its ex
 import opengen.diffusion.ddpm  # noqa: F401
 import opengen.diffusion.guidance  # noqa: F401
 import opengen.diffusion.unet  # noqa: F401
+import opengen.diffusion.samplers  # noqa: F401
+import opengen.models.ae  # noqa: F401
+import opengen.models.cvae  # noqa: F401
 import opengen.models.gan  # noqa: F401
 import opengen.models.vae  # noqa: F401
 from opengen.exercises import BEGIN, END, EXERCISES, check, run_check, student_notebook
 
 REPO = Path(__file__).resolve().parents[1]
-CHAPTERS = {'vae': '11_vae', 'gan': '13_gan', 'unet': '20_unet', 'ddpm': '21_ddpm', 'guidance': '23_cfg', 'attention': '24_attention'}
+CHAPTERS = {'ae': '10_ae', 'vae': '11_vae', 'cvae': '12_cvae', 'samplers': '22_samplers', 'gan': '13_gan', 'unet': '20_unet', 'ddpm': '21_ddpm', 'guidance': '23_cfg', 'attention': '24_attention'}
 MISTAKES = [(name, hint) for name, ex in sorted(EXERCISES.items()) for hint in ex.mistakes]
 
 
@@ -54,6 +57,8 @@ def test_the_cases_include_the_edges():
     whats = {n: ' | '.join(c.what for c in ex.cases(torch.Generator().manual_seed(0))) for n, ex in EXERCISES.items()}
     assert 't = 0' in whats['ddpm.q_sample'] and 't = 249' in whats['ddpm.posterior']
     assert 'every key masked' in whats['attention.attention'] and 'underflows' in whats['vae.log_mean_exp']
+    assert 'the last step' in whats['samplers.ddim_update'] and 'exactly 0 or 1' in whats['ae.bernoulli_nll']
+    assert 'unbalanced' in whats['cvae.label_variance_fraction'] and 'all 250 steps' in whats['samplers.timestep_set']
 
 
 def test_check_prints_one_line_and_the_editions_assert(capsys, monkeypatch):

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['LIKELIHOODS', 'gaussian_kl', 'reparameterize', 'cb_log_norm', 'neg_log_lik', 'VAE', 'cb_mean', 'CVAE', 'BinarizeCB',
-           'VAETrainCB', 'binarize', 'log_mean_exp', 'log_likelihood_iw', 'elbo_on_test_set']
+           'VAETrainCB', 'binarize', 'log_mean_exp', 'log_likelihood_iw', 'elbo_on_test_set', 'iw_bound_on_test_set']
 
 # %% ../../nbs/11_vae.ipynb #ca1003a2
 import math
@@ -198,6 +198,15 @@ def elbo_on_test_set(model: VAE, dataset: str = 'mnist', n: int = 10000, seed: i
     lab = te.y[:n] if model.conditional else None
     return torch.cat([log_likelihood_iw(model, x[i:i + bs], 1, None if lab is None else lab[i:i + bs], generator=g)
                       for i in range(0, n, bs)]).mean().item()
+
+def iw_bound_on_test_set(model: VAE, k: int = 1000, dataset: str = 'mnist', idx=None, seed: int = 0, bs: int = 100) -> torch.Tensor:
+    """Per-image L_k (nats) of the test images `idx` (default: all) under `elbo_on_test_set`'s binarisation (`seed`), in batches
+    of `bs`; batch b draws its importance samples from seed `seed + 1 + b`."""
+    te = load_dataset(dataset, 'test'); x = binarize(to_pixel_range(te.x), seed)
+    idx = torch.arange(len(x)) if idx is None else torch.as_tensor(idx)
+    lab = te.y[idx] if model.conditional else None
+    return torch.cat([log_likelihood_iw(model, x[idx[i:i + bs]], k, None if lab is None else lab[i:i + bs], chunk=50,
+                                        generator=torch.Generator().manual_seed(seed + 1 + i // bs)) for i in range(0, len(idx), bs)])
 
 # %% ../../nbs/11_vae.ipynb #40fddee6
 def _latent_cases(g: torch.Generator, with_eps: bool = False) -> list:
