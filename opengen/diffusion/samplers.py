@@ -178,7 +178,7 @@ def _update_cases(g: torch.Generator) -> list:
     "(x̂0, ε̂, ᾱ_{t'}, σ, z): σ = 0 with noise given, σ > 0, and the last step without noise."
     x0, eps, z = (torch.randn(2, 1, 4, 4, generator=g) for _ in range(3))
     return [Case('η = 0 (σ = 0): the noise must not be used', (x0, eps, 0.4, 0.0, z)),
-            Case('σ = ddim_sigma(0.05, 0.2, 1)', (x0, eps, 0.2, ddim_sigma(0.05, 0.2, 1.0), z)),
+            Case('σ = ddim_sigma(0.05, 0.2, 1)', (x0, eps, 0.2, _ddim_sigma(0.05, 0.2, 1.0), z)),
             Case('a batch of 3 MNIST-sized images, σ = 0.1', (torch.randn(3, 1, 28, 28, generator=g), torch.randn(3, 1, 28, 28, generator=g), 0.5, 0.1,
                                                          torch.randn(3, 1, 28, 28, generator=g))),
             Case('the last step: ᾱ_{t\'} = 1, σ = 0, noise=None', (x0, eps, 1.0, 0.0, None))]
