@@ -7,6 +7,7 @@ __all__ = ['GUIDANCE_SCALES', 'cfg_combine', 'drop_to_null', 'guided_eps', 'guid
            'choose_guidance_scale', 'record_guidance_selection']
 
 # %% ../../nbs/23_cfg.ipynb #2691bff5
+import time
 import torch
 from pathlib import Path
 
@@ -39,7 +40,6 @@ def guided_eps(model, # a `Diffusion` model
 def guidance_cost(model, # a conditional `Diffusion` model
                   batch: int = 50, reps: int = 5, seed: int = 0, t: int = 100) -> dict:
     "Seconds for one guided ε at batch `batch`: both passes in one call of 2B, against two calls of B (median of `reps`)."
-    import time
     g = torch.Generator().manual_seed(seed)
     x, tt = torch.randn(batch, 1, 28, 28, generator=g), torch.full((batch,), t)
     c = torch.randint(0, 10, (batch,), generator=g)
