@@ -15,7 +15,7 @@ endif
 # Install (once) into $(VENV); reinstalls only when the package definition changes.
 $(VENV)/.installed: setup.py settings.ini
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -e ".[dev,text]"
+	$(BIN)/pip install -e ".[dev,text,teach]"
 	# a kernel spec that points at this venv's python, whatever is first on PATH
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (opengen)"
 	touch $@

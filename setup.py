@@ -26,6 +26,7 @@ min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
 text_requirements = (cfg.get('text_requirements') or '').split()   # the text extra (25_text, 26_ablation): pip install -e ".[text]"
+teach_requirements = (cfg.get('teach_requirements') or '').split()  # the teach extra (nbgrader): pip install -e ".[teach]"
 
 package_data = dict()
 pkg_data = cfg.get('package_data', None)
@@ -47,7 +48,7 @@ setuptools.setup(
     include_package_data = True,
     package_data = package_data,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements, 'text': text_requirements },
+    extras_require={ 'dev': dev_requirements, 'text': text_requirements, 'teach': teach_requirements },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['EXERCISES', 'EDITION_EXPECTS', 'BEGIN', 'END', 'Case', 'Exercise', 'register_exercise', 'compare', 'CheckResult',
-           'run_check', 'check', 'student_source', 'student_notebook']
+           'run_check', 'check', 'student_source', 'student_notebook', 'nbgrader_marks']
 
 # %% ../nbs/06_exercises.ipynb #89b9b2c8
-import math, os
+import math, os, re
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
@@ -107,7 +107,7 @@ def run_check(ex: Exercise, fn: Callable, seed: int = 0) -> CheckResult:
             return CheckResult(ex.name, 'failed', f'✗ {ex.name}: case {i} of {len(cases)} ({c.what}): {detail}. Hint: {hint}')
     return CheckResult(ex.name, 'passed', f'✓ {ex.name}: passed all {len(cases)} cases')
 
-EDITION_EXPECTS = {'teacher': 'passed', 'student': 'not done'}
+EDITION_EXPECTS = {'teacher': 'passed', 'student': 'not done', 'autograde': 'passed'}   # $OPENGEN_EXERCISES -> the status a check requires
 
 def check(name: str, # the exercise, e.g. 'vae.reparameterize'
           fn: Callable) -> CheckResult: # the student's function
@@ -117,7 +117,8 @@ def check(name: str, # the exercise, e.g. 'vae.reparameterize'
     res = run_check(EXERCISES[name], fn)
     print(res.message)
     want = EDITION_EXPECTS.get(os.environ.get('OPENGEN_EXERCISES', ''))
-    if want and res.status != want: raise AssertionError(f'{name}: {res.status}, the {os.environ["OPENGEN_EXERCISES"]} edition expects {want}')
+    if want and res.status != want:
+        raise AssertionError(f'{name}: {res.status}, but OPENGEN_EXERCISES={os.environ["OPENGEN_EXERCISES"]} requires {want}: {res.message}')
     return res
 
 
@@ -151,5 +152,28 @@ def student_notebook(nb: dict) -> tuple[dict, int]:
         c['source'] = student_source(src).splitlines(keepends=True)
         for d in nb['cells'][i:i + 2]:
             if d['cell_type'] == 'code': d['outputs'], d['execution_count'] = [], None
+    return nb, n
+
+
+# %% ../nbs/06_exercises.ipynb #58db8b6d
+def _check_name(src: str) -> str | None:
+    "The exercise a check cell checks: the name in `check('name', ...)`, or None."
+    m = re.match(r"""\s*check\(\s*['"]([\w.]+)['"]""", src)
+    return m.group(1) if m else None
+
+def nbgrader_marks(nb: dict) -> tuple[dict, int]:
+    "A copy of a notebook with nbgrader's metadata on each exercise: its cell a solution cell, the check cell after it an autograded test cell (1 point); and how many."
+    nb, n = {**nb, 'cells': [dict(c) for c in nb['cells']]}, 0
+    cells = nb['cells']
+    for i, c in enumerate(cells):
+        if c['cell_type'] != 'code' or BEGIN not in [l.strip() for l in ''.join(c['source']).splitlines()]: continue
+        name = _check_name(''.join(cells[i + 1]['source'])) if i + 1 < len(cells) and cells[i + 1]['cell_type'] == 'code' else None
+        if name is None: raise ValueError(f'the exercise in cell {i} has no check cell after it: add check(\'chapter.function\', function)')
+        gid = name.replace('.', '-')
+        c['metadata'] = {**c.get('metadata', {}), 'nbgrader': {'grade': False, 'grade_id': gid, 'locked': False,
+                                                                'schema_version': 3, 'solution': True, 'task': False}}
+        cells[i + 1]['metadata'] = {**cells[i + 1].get('metadata', {}), 'nbgrader': {
+            'grade': True, 'grade_id': f'{gid}-check', 'locked': True, 'points': 1, 'schema_version': 3, 'solution': False, 'task': False}}
+        n += 1
     return nb, n
 

@@ -39,3 +39,14 @@ def test_sidebar_lists_every_notebook():
     sidebar = (REPO / 'nbs' / 'sidebar.yml').read_text()
     for nb in (REPO / 'nbs').glob('[0-9]*.ipynb'):
         assert nb.name in sidebar, f'{nb.name} is missing from nbs/sidebar.yml'
+
+
+def test_every_exercise_carries_nbgrader_metadata():
+    "Each exercise cell is an nbgrader solution cell and its check an autograded test cell, and nbdev_clean keeps them."
+    import json
+    from opengen.exercises import nbgrader_marks
+    cfg = configparser.ConfigParser(delimiters=['=']); cfg.read(REPO / 'settings.ini')
+    assert 'nbgrader' in cfg['DEFAULT']['allowed_cell_metadata_keys'].split(), 'nbdev_clean would strip the nbgrader metadata'
+    unmarked = [p.name for p in sorted((REPO / 'nbs').glob('*.ipynb'))
+                if nbgrader_marks(nb := json.loads(p.read_text()))[0] != nb]
+    assert not unmarked, f'{unmarked} lack nbgrader metadata on their exercises: run python tools/nbgrader_marks.py'
