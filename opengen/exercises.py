@@ -139,7 +139,8 @@ def student_source(src: str) -> str:
             inside = False
         elif not inside: out.append(line)
     if inside: raise ValueError(f'a {BEGIN} without its {END}')
-    return ''.join(out)
+    res = ''.join(out)
+    return res if src.endswith('\n') else res.removesuffix('\n')     # a cell that ended at its END marker ends at the stub
 
 def student_notebook(nb: dict) -> tuple[dict, int]:
     "A copy of a notebook (nbformat JSON) with solutions turned into stubs and the outputs of those cells and their check cells cleared; and how many regions it had."
