@@ -66,9 +66,13 @@ def test_check_prints_one_line_and_the_editions_assert(capsys, monkeypatch):
     assert check('vae.gaussian_kl', ex.reference).status == 'passed'
     assert capsys.readouterr().out.count('\n') == 1
     monkeypatch.setenv('OPENGEN_EXERCISES', 'teacher')
-    with pytest.raises(AssertionError, match='teacher edition expects passed'): check('vae.gaussian_kl', lambda mu, lv: mu.sum(-1))
+    with pytest.raises(AssertionError, match='OPENGEN_EXERCISES=teacher requires passed'): check('vae.gaussian_kl', lambda mu, lv: mu.sum(-1))
     monkeypatch.setenv('OPENGEN_EXERCISES', 'student')
-    with pytest.raises(AssertionError, match='student edition expects not done'): check('vae.gaussian_kl', ex.reference)
+    with pytest.raises(AssertionError, match='OPENGEN_EXERCISES=student requires not done'): check('vae.gaussian_kl', ex.reference)
+    monkeypatch.setenv('OPENGEN_EXERCISES', 'autograde')        # nbgrader's autograder: a check that does not pass raises
+    with pytest.raises(AssertionError, match='requires passed: … vae.gaussian_kl: not done yet'):
+        check('vae.gaussian_kl', lambda mu, lv: (_ for _ in ()).throw(NotImplementedError()))
+    assert check('vae.gaussian_kl', ex.reference).status == 'passed'
     with pytest.raises(ValueError, match='no exercise named'): check('vae.nope', ex.reference)
 
 
