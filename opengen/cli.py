@@ -18,6 +18,7 @@ from .learner import train
 from .models.ae import AE
 from .models.vae import VAE
 from .models.gan import GAN
+from .models.flows import ImageFlow
 from .diffusion.ddpm import Diffusion
 from .diffusion.text import TextDiffusion
 from .diffusion.samplers import sampling_throughput
@@ -27,7 +28,8 @@ import opengen.diffusion.ablation  # noqa: F401  (registers the ablation arms' r
 
 # %% ../nbs/31_cli.ipynb #f066f31b
 DEFAULT_WEIGHTS = {'ae': 'ae_mnist', 'vae': 'vae_mnist', 'cvae': 'cvae_mnist',     # `opengen sample` model -> shipped weights
-                   'dcgan': 'dcgan_mnist', 'cgan': 'cgan_mnist', 'ddpm': 'ddpm_cond_mnist', 'text2img': 'text2img_mnist'}
+                   'dcgan': 'dcgan_mnist', 'cgan': 'cgan_mnist', 'ddpm': 'ddpm_cond_mnist', 'text2img': 'text2img_mnist',
+                   'flow': 'flow_mnist'}
 DIFFUSION_OPTIONS = ('steps', 'guidance_scale', 'sampler')   # the sampling options of `opengen sample`
 
 class CLIError(Exception): "A user error: printed as one line, exit code 2."
@@ -39,6 +41,7 @@ def sample_name(model) -> str:
     if isinstance(model, GAN): return 'cgan' if model.conditional else 'dcgan'
     if isinstance(model, VAE): return 'cvae' if model.conditional else 'vae'
     if isinstance(model, AE): return 'ae'
+    if isinstance(model, ImageFlow): return 'flow'
     return ''
 
 def writable_file(path, suffix: str | None = None, what: str = '--out') -> Path:
@@ -90,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument('--steps', type=int, default=None, help="diffusion: sampling steps (default: the model's)")
     s.add_argument('--guidance-scale', type=float, default=None, help="diffusion: s (0 unconditional, 1 conditional; default: the model's)")
     s.add_argument('--sampler', choices=['ddim', 'ddpm'], default=None, help='diffusion: sampler (default ddim)')
+    s.add_argument('--temperature', type=float, default=None, help="flow: sampling temperature τ (default: the model's)")
     sub.add_parser('list', help='list the shipped pretrained weights')
     b = sub.add_parser('bench', help='print sampling and training throughput on this machine')
     b.add_argument('--weights', default=None, help='diffusion weights to time (default: the shipped ddpm_cond_mnist)')
@@ -155,6 +159,11 @@ def _check_sample_args(a, model):
     if a.steps is not None and not 1 <= a.steps <= model.T: raise CLIError(f'--steps must be between 1 and {model.T}, got {a.steps}')
     if a.guidance_scale is not None and not math.isfinite(a.guidance_scale):
         raise CLIError(f'--guidance-scale must be a finite number (0 unconditional, 1 conditional, larger: stronger), got {a.guidance_scale}')
+    if a.temperature is not None:
+        if 'temperature' not in model.sample_options: raise CLIError(f'--temperature applies to the flow, not {a.model}')
+        if not (math.isfinite(a.temperature) and a.temperature > 0):
+            raise CLIError(f'--temperature must be a positive number (1: the model itself; below 1: cleaner, less varied), got {a.temperature}')
+        opts['temperature'] = a.temperature
     return opts
 
 def cmd_sample(a) -> str:

@@ -31,6 +31,7 @@ from opengen.diffusion.ddpm import Diffusion
 from opengen.metrics import QUALITY, classifier_accuracy, draw_samples, measure, reference_row
 from opengen.models.ae import AE, recon_loss
 from opengen.models.vae import VAE, elbo_on_test_set
+from opengen.models.flows import ImageFlow, bits_per_dim_on_test_set
 
 NOT_REMEASURED = {                  # card entries that describe the training run or the machine, not the weights
     'images_per_s': 'sampling speed of the machine that made the card', 's_per_image': 'likewise',
@@ -40,6 +41,7 @@ NOT_REMEASURED = {                  # card entries that describe the training ru
     'repeats': 'runs with other training seeds (their weights are not shipped)',
     'guidance_choice': 'a study on seed 1 that chose the default guidance scale (not in the fast suite)',
     'sampling_seed_1': 'the same evaluation with sampling seed 1 (not in the fast suite)',
+    'valid_bpd': "validation bits/dim of the training run's last epoch (the weights before averaging, random dequantization noise)",
 }
 
 
@@ -110,6 +112,12 @@ def sampler_of(model, cache_key: str | None = None):
 
 
 @functools.lru_cache(maxsize=None)
+def flow_test_bpd(name: str) -> dict:
+    "The shipped flow's bits per dimension on all 10,000 test images, as its card measured them (once per process: minutes)."
+    return bits_per_dim_on_test_set(shipped(name))
+
+
+@functools.lru_cache(maxsize=None)
 def _drawn(name: str, n: int, options: tuple):
     return draw_samples(shipped(name), n, **dict(options))[:2]
 
@@ -177,6 +185,12 @@ def card_checks(model, meta: dict, draw, name: str | None = None) -> list[Check]
     out += _reference(meta, ds)
     if 'test_elbo_nats' in m:
         out.append(Check('test_elbo_nats', m['test_elbo_nats'], elbo_on_test_set(model, ds), 0.0051))
+    if isinstance(model, ImageFlow) and 'test_bpd' in m:                      # a flow: its likelihood and its temperatures
+        tb = flow_test_bpd(name) if name else bits_per_dim_on_test_set(model, ds)
+        out += [Check('test_bpd', m['test_bpd'], tb['bpd'], 0.00051), Check('test_bpd_single', m['test_bpd_single'], tb['bpd_single'], 0.00051)]
+        for tau, row in meta.get('by_temperature', {}).items():
+            x, y = draw(n, temperature=float(tau))
+            out += compare(f'by_temperature[{tau}].', row, measure(x, y, ds))
     if isinstance(model, VAE) and 'valid_recon_nats' in m:
         rec, kl = vae_valid_parts(model, ds)
         out += [Check('valid_recon_nats', m['valid_recon_nats'], rec, 1.0 + 0.01 * m['valid_recon_nats']),

@@ -67,6 +67,11 @@ def test_console_script_draws_the_digit_asked_for(tmp_path):
     ['sample', 'text2img', '--digit', '7', '--out', 'x.png'],
     ['sample', 'text2img', '--prompt', ' ', '--out', 'x.png'],
     ['sample', 'cgan', '--prompt', 'seven', '--out', 'x.png'],
+    ['sample', 'cvae', '--digit', '3', '--temperature', '0.5', '--out', 'x.png'],
+    ['sample', 'flow', '--digit', '3', '--temperature', '0', '--out', 'x.png'],
+    ['sample', 'flow', '--digit', '3', '--temperature', 'nan', '--out', 'x.png'],
+    ['sample', 'flow', '--digit', '3', '--steps', '10', '--out', 'x.png'],
+    ['sample', 'flow', '--out', 'x.png'],
     ['train', 'cvae', '--epochs', '0', '--out', 'somewhere'],
     ['train', 'cvae', '--epochs', '1', '--out', 'fresh_dir', '--resume'],
     ['train', 'cvae', '--epochs', '1', '--n-train', '10', '--out', 'x'],
@@ -133,6 +138,15 @@ def test_shipped_ddpm_draws_the_digit_asked_for(tmp_path, capsys):
     assert rc == 0, err
     d = digits(tmp_path / 'fours.png', 9)
     assert d.count(4) >= 8, d
+
+
+def test_shipped_flow_draws_the_digit_asked_for(tmp_path, capsys):
+    rc, _, err = run(['sample', 'flow', '--digit', '3', '-n', '16', '--out', tmp_path / 'threes.png'], capsys)
+    assert rc == 0, err
+    d = digits(tmp_path / 'threes.png', 16)
+    assert d.count(3) >= 13, d
+    rc, _, err = run(['sample', 'flow', '--digit', '3', '-n', '4', '--temperature', '0.5', '--out', tmp_path / 'cold.png'], capsys)
+    assert rc == 0 and read_grid(tmp_path / 'cold.png', 4).shape == (4, 1, 28, 28), err
 
 
 def test_text2img_draws_what_the_prompt_says(tmp_path, capsys):
