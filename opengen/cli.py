@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument('--steps', type=int, default=None, help="diffusion: sampling steps (default: the model's)")
     s.add_argument('--guidance-scale', type=float, default=None, help="diffusion: s (0 unconditional, 1 conditional; default: the model's)")
     s.add_argument('--sampler', choices=['ddim', 'ddpm'], default=None, help='diffusion: sampler (default ddim)')
-    s.add_argument('--temperature', type=float, default=None, help="flow: sampling temperature τ (default: the model's)")
+    s.add_argument('--temperature', type=float, default=None, help="flow, vae, cvae: sampling temperature τ (default: the model's)")
     sub.add_parser('list', help='list the shipped pretrained weights')
     b = sub.add_parser('bench', help='print sampling and training throughput on this machine')
     b.add_argument('--weights', default=None, help='diffusion weights to time (default: the shipped ddpm_cond_mnist)')
@@ -160,7 +160,7 @@ def _check_sample_args(a, model):
     if a.guidance_scale is not None and not math.isfinite(a.guidance_scale):
         raise CLIError(f'--guidance-scale must be a finite number (0 unconditional, 1 conditional, larger: stronger), got {a.guidance_scale}')
     if a.temperature is not None:
-        if 'temperature' not in model.sample_options: raise CLIError(f'--temperature applies to the flow, not {a.model}')
+        if 'temperature' not in model.sample_options: raise CLIError(f'--temperature applies to models that sample at a temperature (flow, vae, cvae), not {a.model}')
         if not (math.isfinite(a.temperature) and a.temperature > 0):
             raise CLIError(f'--temperature must be a positive number (1: the model itself; below 1: cleaner, less varied), got {a.temperature}')
         opts['temperature'] = a.temperature

@@ -67,7 +67,7 @@ def test_console_script_draws_the_digit_asked_for(tmp_path):
     ['sample', 'text2img', '--digit', '7', '--out', 'x.png'],
     ['sample', 'text2img', '--prompt', ' ', '--out', 'x.png'],
     ['sample', 'cgan', '--prompt', 'seven', '--out', 'x.png'],
-    ['sample', 'cvae', '--digit', '3', '--temperature', '0.5', '--out', 'x.png'],
+    ['sample', 'cgan', '--digit', '3', '--temperature', '0.5', '--out', 'x.png'],
     ['sample', 'flow', '--digit', '3', '--temperature', '0', '--out', 'x.png'],
     ['sample', 'flow', '--digit', '3', '--temperature', 'nan', '--out', 'x.png'],
     ['sample', 'flow', '--digit', '3', '--steps', '10', '--out', 'x.png'],
