@@ -20,6 +20,7 @@ from .exercises import EXERCISES
 
 # %% ../nbs/07_grading.ipynb #07a00006
 WORKBOOK = {'10_ae': ('ae', 'opengen.models.ae'), '11_vae': ('vae', 'opengen.models.vae'), '12_cvae': ('cvae', 'opengen.models.cvae'),
+            '14_flows': ('flows', 'opengen.models.flows'),
             '13_gan': ('gan', 'opengen.models.gan'), '20_unet': ('unet', 'opengen.diffusion.unet'), '21_ddpm': ('ddpm', 'opengen.diffusion.ddpm'),
             '22_samplers': ('samplers', 'opengen.diffusion.samplers'), '23_cfg': ('guidance', 'opengen.diffusion.guidance'),
             '24_attention': ('attention', 'opengen.diffusion.attention')}   # chapter notebook -> (exercise prefix, the module that registers them)

@@ -9,7 +9,7 @@ __all__ = ['LN2', 'sum_dims', 'FlowLayer', 'Flow', 'affine_coupling', 'affine_co
            'ActNorm', 'InvConv1x1', 'Squeeze', 'gaussian_log_prob', 'SplitPrior', 'VariationalDequantizer', 'glow_step',
            'ImageFlow', 'bits_per_dim_on_test_set', 'choose_temperature']
 
-# %% ../../nbs/14_flows.ipynb #4242cc19
+# %% ../../nbs/14_flows.ipynb #2e717440
 import math
 
 import torch
@@ -23,7 +23,7 @@ from ..learner import GradClipCB, TrainCB
 from ..metrics import evaluate, save_evaluated
 from ..nn import Generative, evaluating
 
-# %% ../../nbs/14_flows.ipynb #52ae5a37
+# %% ../../nbs/14_flows.ipynb #bf871784
 def sum_dims(x: torch.Tensor) -> torch.Tensor:
     "Sum over every dimension but the first (the batch): (B, ...) -> (B,)."
     return x.flatten(1).sum(1)
@@ -46,7 +46,7 @@ class Flow(FlowLayer):
         for layer in reversed(self.layers): y = layer.inverse(y, c)
         return y
 
-# %% ../../nbs/14_flows.ipynb #40f5cce6
+# %% ../../nbs/14_flows.ipynb #a42f6bb2
 def affine_coupling(x: torch.Tensor, mask: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "y = m⊙x + (1−m)⊙(x·e^s + t) and log|det ∂y/∂x| = Σ (1−m)·s per sample: where m = 1, x passes unchanged."
     keep = 1 - mask
@@ -80,7 +80,7 @@ class MLPNet(nn.Module):
         nn.init.zeros_(self.net[-1].weight); nn.init.zeros_(self.net[-1].bias)
     def forward(self, x, c=None): return self.net(x if c is None else torch.cat([x, c], 1))
 
-# %% ../../nbs/14_flows.ipynb #e42184d1
+# %% ../../nbs/14_flows.ipynb #c948e020
 def two_moons(n: int, noise: float = 0.05, seed: int = 0) -> torch.Tensor:
     "`n` points (n, 2) of the two-moons toy: two interleaved half circles with Gaussian jitter, roughly standardised."
     g = torch.Generator().manual_seed(seed)
@@ -118,7 +118,7 @@ class ToyFlow(Configurable, nn.Module):
         "`n` points (n, 2): standard normal noise pushed through the inverse."
         return self.inverse(torch.randn(n, 2, generator=generator))
 
-# %% ../../nbs/14_flows.ipynb #f38e4fa7
+# %% ../../nbs/14_flows.ipynb #b6197327
 LN2 = math.log(2)
 
 def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -135,7 +135,7 @@ def bits_per_dim(log_p: torch.Tensor, # log p_V(v) in nats of the dequantized v 
     "Bits per dimension of the discrete data: −(log p_V(v) − D log 256) / (D ln 2)."
     return -(log_p - d * math.log(bins)) / (d * LN2)
 
-# %% ../../nbs/14_flows.ipynb #92c10007
+# %% ../../nbs/14_flows.ipynb #515e6362
 def logit_transform(v: torch.Tensor, alpha: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     "y = logit(α + (1 − 2α) v) for v in [0, 1], and log|det| = Σ log(1 − 2α) − log p − log(1 − p) per sample, p = α + (1 − 2α) v."
     p = alpha + (1 - 2 * alpha) * v
@@ -147,7 +147,7 @@ class LogitTransform(FlowLayer):
     def forward(self, x, c=None): return logit_transform(x, self.alpha)
     def inverse(self, y, c=None): return (torch.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)
 
-# %% ../../nbs/14_flows.ipynb #588c88c5
+# %% ../../nbs/14_flows.ipynb #53f8cf89
 def checkerboard_mask(h: int, w: int, parity: int = 0) -> torch.Tensor:
     "(1, 1, h, w): 1 (passes unchanged) on the squares where (i + j) % 2 == parity."
     i, j = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
@@ -181,7 +181,7 @@ class CouplingNet(nn.Module):
         nn.init.zeros_(self.out.weight); nn.init.zeros_(self.out.bias)
     def forward(self, x, c=None): return self.out(F.elu(self.blocks(self.inp(broadcast_condition(x, c)))))
 
-# %% ../../nbs/14_flows.ipynb #b4b2dd45
+# %% ../../nbs/14_flows.ipynb #d55cea0f
 class ActNorm(FlowLayer):
     "Glow's activation normalisation y = (x + b)·e^{log s} per channel, initialised on the first training batch to zero mean and unit variance."
     def __init__(self, c: int):
@@ -243,7 +243,7 @@ class SplitPrior(nn.Module):
         mu, log_sigma = self.params(h, c)
         return torch.cat([h, mu + temperature * log_sigma.exp() * eps], 1)
 
-# %% ../../nbs/14_flows.ipynb #d3f7cb92
+# %% ../../nbs/14_flows.ipynb #6c6de63c
 class VariationalDequantizer(nn.Module):
     "Flow++'s variational dequantization: u = σ(g(ε; x)), ε ~ N(0, I), g checkerboard couplings conditioned on the image; returns u and log q(u | x)."
     def __init__(self, hidden: int = 16, n_layers: int = 4):
@@ -257,7 +257,7 @@ class VariationalDequantizer(nn.Module):
                 + sum_dims(F.softplus(-h) + F.softplus(h))                  # − log σ'(h) = softplus(−h) + softplus(h)
         return torch.sigmoid(h), log_q
 
-# %% ../../nbs/14_flows.ipynb #df176569
+# %% ../../nbs/14_flows.ipynb #54f0f359
 def glow_step(c: int, hidden: int, n_blocks: int, n_cond: int, i: int) -> list:
     "One Glow step on c channels: actnorm, invertible 1×1 convolution, an affine coupling of one half of the channels (which half alternates with i)."
     return [ActNorm(c), InvConv1x1(c), AffineCoupling(CouplingNet(c, hidden, n_blocks, n_cond), channel_mask(c, i % 2 == 0))]
@@ -345,7 +345,7 @@ class ImageFlow(Configurable, Generative, nn.Module):
         eps = torch.randn(n, 784, generator=generator).to(self.device)
         return self.decode(eps, labels, self.temperature if temperature is None else temperature)
 
-# %% ../../nbs/14_flows.ipynb #32582ba8
+# %% ../../nbs/14_flows.ipynb #5557c368
 @torch.no_grad()
 def bits_per_dim_on_test_set(model, # an `ImageFlow` (anything with `log_prob(v, labels)`)
                       dataset: str = 'mnist', n: int | None = None, # the first n test images (None: all of them)
@@ -366,7 +366,7 @@ def bits_per_dim_on_test_set(model, # an `ImageFlow` (anything with `log_prob(v,
     return {'bpd': round(torch.cat(iw).mean().item(), 4), 'bpd_single': round(torch.cat(single).mean().item(), 4),
             'n': len(x), 'k': k, 'seed': seed, 'conditional': bool(model.conditional)}
 
-# %% ../../nbs/14_flows.ipynb #1c50fb13
+# %% ../../nbs/14_flows.ipynb #12865cca
 def choose_temperature(model, dataset: str = 'mnist', temperatures: tuple = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
                        n: int = 500, seed: int = 1, min_accuracy: float = 0.9) -> dict:
     "Evaluate `model` at each temperature on sampling `seed`; the chosen τ has the lowest classifier FID among those with accuracy ≥ `min_accuracy`."
@@ -394,7 +394,7 @@ register_recipe(Recipe('flow', ImageFlow, dict(n_classes=10, hidden=(16, 48, 96)
                        description='Class-conditional multi-scale flow (RealNVP couplings, Glow steps), {hidden} channels, '
                                    '{steps} steps, on {dataset} (8-bit, uniformly dequantized)'))
 
-# %% ../../nbs/14_flows.ipynb #3d71dd42
+# %% ../../nbs/14_flows.ipynb #41e70ef1
 def _coupling_cases(g: torch.Generator, inverse: bool = False) -> list:
     "(x or y, mask, s, t): the identity (s = t = 0), a mask that keeps everything, checkerboard and channel masks, vectors."
     r = lambda *shape: torch.randn(*shape, generator=g)
