@@ -31,6 +31,11 @@ class Exercise:
     hint: str = 'compare your function with the equation above, term by term'   # when no listed mistake matches
     atol: float = 1e-5                # absolute and relative tolerance of the comparison
     rtol: float = 1e-4
+    probe: Callable | None = None     # probe(f) -> what is compared instead of f, e.g. f's outputs and a gradient through them
+
+    def compared(self, f: Callable) -> Callable:
+        "The function whose answers are compared: `probe(f)`, or f itself."
+        return f if self.probe is None else self.probe(f)
 
 EXERCISES: dict = {}                  # name -> Exercise; each chapter's module registers its own
 
@@ -87,15 +92,15 @@ def _show(x, n: int = 4) -> str:
 
 def _matches(got, wrong: Callable, c: Case, ex: Exercise) -> bool:
     "Whether an answer is what the listed mistake `wrong` gives on case `c` (a mistake that cannot run here matches nothing)."
-    try: return compare(got, wrong(*_clone(c.args), **_clone(c.kwargs)), ex.atol, ex.rtol)[0]
+    try: return compare(got, ex.compared(wrong)(*_clone(c.args), **_clone(c.kwargs)), ex.atol, ex.rtol)[0]
     except Exception: return False
 
 def run_check(ex: Exercise, fn: Callable, seed: int = 0) -> CheckResult:
     "Check `fn` against exercise `ex` on its cases (random ones drawn with `seed`), without printing."
     cases = ex.cases(torch.Generator().manual_seed(seed))
     for i, c in enumerate(cases, 1):
-        expected = ex.reference(*_clone(c.args), **_clone(c.kwargs))
-        try: got = fn(*_clone(c.args), **_clone(c.kwargs))
+        expected = ex.compared(ex.reference)(*_clone(c.args), **_clone(c.kwargs))
+        try: got = ex.compared(fn)(*_clone(c.args), **_clone(c.kwargs))
         except NotImplementedError:
             return CheckResult(ex.name, 'not done', f'… {ex.name}: not done yet (the function still raises NotImplementedError)')
         except Exception as e:
