@@ -24,12 +24,14 @@ from .diffusion.text import TextDiffusion
 from .diffusion.samplers import sampling_throughput
 from .diffusion.unet import UNet, train_step_ms, unet_preset
 from .grading import grade_class
+from .tokens.prior import TokenPrior
 import opengen.diffusion.ablation  # noqa: F401  (registers the ablation arms' recipes (every family's recipes are listed by `opengen train`))
+import opengen.models.vqvae  # noqa: F401  (registers the VQ-VAE's recipe)
 
 # %% ../nbs/31_cli.ipynb #f066f31b
 DEFAULT_WEIGHTS = {'ae': 'ae_mnist', 'vae': 'vae_mnist', 'cvae': 'cvae_mnist',     # `opengen sample` model -> shipped weights
                    'dcgan': 'dcgan_mnist', 'cgan': 'cgan_mnist', 'ddpm': 'ddpm_cond_mnist', 'text2img': 'text2img_mnist',
-                   'flow': 'flow_mnist'}
+                   'flow': 'flow_mnist', 'dalle': 'dalle_mnist'}
 DIFFUSION_OPTIONS = ('steps', 'guidance_scale', 'sampler')   # the sampling options of `opengen sample`
 
 class CLIError(Exception): "A user error: printed as one line, exit code 2."
@@ -42,6 +44,7 @@ def sample_name(model) -> str:
     if isinstance(model, VAE): return 'cvae' if model.conditional else 'vae'
     if isinstance(model, AE): return 'ae'
     if isinstance(model, ImageFlow): return 'flow'
+    if isinstance(model, TokenPrior): return 'dalle'
     return ''
 
 def writable_file(path, suffix: str | None = None, what: str = '--out') -> Path:
@@ -85,15 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser('sample', help='draw samples into a PNG grid')
     s.add_argument('model', choices=sorted(DEFAULT_WEIGHTS))
     s.add_argument('--digit', type=int, default=None, help='class to generate (conditional models), 0-9')
-    s.add_argument('--prompt', default=None, help='text2img: what to draw, e.g. "a handwritten seven"')
+    s.add_argument('--prompt', default=None, help='text2img, dalle: what to draw, e.g. "a handwritten seven"')
     s.add_argument('-n', type=int, default=16, help='number of images')
     s.add_argument('--out', required=True, help='PNG file to write')
     s.add_argument('--weights', default=None, help='a .safetensors file (default: the shipped weights)')
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--steps', type=int, default=None, help="diffusion: sampling steps (default: the model's)")
-    s.add_argument('--guidance-scale', type=float, default=None, help="diffusion: s (0 unconditional, 1 conditional; default: the model's)")
+    s.add_argument('--guidance-scale', type=float, default=None, help="diffusion, dalle: s (0 unconditional, 1 conditional; default: the model's)")
     s.add_argument('--sampler', choices=['ddim', 'ddpm'], default=None, help='diffusion: sampler (default ddim)')
-    s.add_argument('--temperature', type=float, default=None, help="flow, vae, cvae: sampling temperature τ (default: the model's)")
+    s.add_argument('--temperature', type=float, default=None, help="flow, vae, cvae, dalle: sampling temperature τ (default: the model's)")
+    s.add_argument('--top-k', type=int, default=None, help="dalle: draw each code from the k most likely (default: the model's)")
     sub.add_parser('list', help='list the shipped pretrained weights')
     b = sub.add_parser('bench', help='print sampling and training throughput on this machine')
     b.add_argument('--weights', default=None, help='diffusion weights to time (default: the shipped ddpm_cond_mnist)')
@@ -148,22 +152,28 @@ def _check_sample_args(a, model):
     if a.n < 1 or a.n > 1024: raise CLIError(f'-n must be between 1 and 1024, got {a.n}')
     text, cond = model.condition == 'text', model.condition == 'label'
     if text and (a.prompt is None or a.digit is not None): raise CLIError(f'{a.model} draws from text: give --prompt "..." (not --digit)')
-    if a.prompt is not None and not text: raise CLIError(f'--prompt applies to text2img; {a.model} takes --digit')
+    if a.prompt is not None and not text: raise CLIError(f'--prompt applies to text2img and dalle; {a.model} takes --digit')
     if text and not a.prompt.strip(): raise CLIError('--prompt is empty: say what to draw, e.g. --prompt "a handwritten seven"')
     if cond and a.digit is None: raise CLIError(f'{a.model} is conditional: give --digit 0-{model.n_classes - 1}')
     if not cond and a.digit is not None: raise CLIError(f'{a.model} is unconditional: drop --digit')
     if cond and not 0 <= a.digit < model.n_classes: raise CLIError(f'--digit must be between 0 and {model.n_classes - 1}, got {a.digit}')
     opts = {k: getattr(a, k) for k in DIFFUSION_OPTIONS if getattr(a, k) is not None}
-    if opts and not set(opts) <= set(model.sample_options):
-        raise CLIError(f'--steps, --guidance-scale and --sampler apply to diffusion models, not {a.model}')
+    for k in opts:
+        if k not in model.sample_options:
+            where = 'diffusion models and dalle' if k == 'guidance_scale' else 'diffusion models'
+            raise CLIError(f'--{k.replace("_", "-")} applies to {where}, not {a.model}')
     if a.steps is not None and not 1 <= a.steps <= model.T: raise CLIError(f'--steps must be between 1 and {model.T}, got {a.steps}')
     if a.guidance_scale is not None and not math.isfinite(a.guidance_scale):
         raise CLIError(f'--guidance-scale must be a finite number (0 unconditional, 1 conditional, larger: stronger), got {a.guidance_scale}')
     if a.temperature is not None:
-        if 'temperature' not in model.sample_options: raise CLIError(f'--temperature applies to models that sample at a temperature (flow, vae, cvae), not {a.model}')
+        if 'temperature' not in model.sample_options: raise CLIError(f'--temperature applies to models that sample at a temperature (flow, vae, cvae, dalle), not {a.model}')
         if not (math.isfinite(a.temperature) and a.temperature > 0):
             raise CLIError(f'--temperature must be a positive number (1: the model itself; below 1: cleaner, less varied), got {a.temperature}')
         opts['temperature'] = a.temperature
+    if a.top_k is not None:
+        if 'top_k' not in model.sample_options: raise CLIError(f'--top-k applies to dalle, not {a.model}')
+        if not 1 <= a.top_k <= model.K: raise CLIError(f'--top-k must be between 1 and {model.K} (the codebook size), got {a.top_k}')
+        opts['top_k'] = a.top_k
     return opts
 
 def cmd_sample(a) -> str:

@@ -60,7 +60,7 @@ def compare(got, expected, atol: float = 1e-5, rtol: float = 1e-4) -> tuple[bool
         worst = 0.
         for i, (g, e) in enumerate(zip(got, expected)):
             ok, err, why = compare(g, e, atol, rtol)
-            if not ok: return False, err, f'value {i}: {why}'
+            if not ok: return False, err, f'value {i}' + (f': {why}' if why else '')
             worst = max(worst, err)
         return True, worst, ''
     e = torch.as_tensor(expected).detach().double()
@@ -71,7 +71,10 @@ def compare(got, expected, atol: float = 1e-5, rtol: float = 1e-4) -> tuple[bool
     if not torch.equal(torch.isnan(g), nan): return False, math.inf, 'NaN in other places than expected'
     diff = torch.where(g == e, torch.zeros_like(e), (g - e).abs()).masked_fill(nan, 0.)   # equal infinities agree
     err = float(diff.max()) if diff.numel() else 0.
-    return bool((diff <= atol + rtol * e.abs().masked_fill(nan, 0.)).all()), err, ''
+    ok = bool((diff <= atol + rtol * e.abs().masked_fill(nan, 0.)).all())
+    if not ok and math.isinf(err):   # a division by zero, an overflow: say so (the values alone would read "inf")
+        return False, err, f'{int(torch.isinf(diff).sum())} of {e.numel()} values infinite where finite ones were expected (or the other way round)'
+    return ok, err, ''
 
 
 # %% ../nbs/06_exercises.ipynb #b997eb02

@@ -15,15 +15,16 @@ import nbformat
 from nbclient import NotebookClient
 
 import opengen.diffusion.attention, opengen.diffusion.ddpm, opengen.diffusion.guidance, opengen.diffusion.samplers, opengen.diffusion.unet  # noqa: F401 (registers their exercises)
-import opengen.models.ae, opengen.models.cvae, opengen.models.flows, opengen.models.gan, opengen.models.vae  # noqa: F401 (registers their exercises)
+import opengen.models.ae, opengen.models.cvae, opengen.models.flows, opengen.models.gan, opengen.models.vae, opengen.models.vqvae  # noqa: F401 (registers their exercises)
+import opengen.tokens.prior  # noqa: F401 (registers its exercises)
 from .exercises import EXERCISES
 
 # %% ../nbs/07_grading.ipynb #07a00006
 WORKBOOK = {'10_ae': ('ae', 'opengen.models.ae'), '11_vae': ('vae', 'opengen.models.vae'), '12_cvae': ('cvae', 'opengen.models.cvae'),
-            '14_flows': ('flows', 'opengen.models.flows'),
+            '14_flows': ('flows', 'opengen.models.flows'), '15_vqvae': ('vqvae', 'opengen.models.vqvae'),
             '13_gan': ('gan', 'opengen.models.gan'), '20_unet': ('unet', 'opengen.diffusion.unet'), '21_ddpm': ('ddpm', 'opengen.diffusion.ddpm'),
             '22_samplers': ('samplers', 'opengen.diffusion.samplers'), '23_cfg': ('guidance', 'opengen.diffusion.guidance'),
-            '24_attention': ('attention', 'opengen.diffusion.attention')}   # chapter notebook -> (exercise prefix, the module that registers them)
+            '24_attention': ('attention', 'opengen.diffusion.attention'), '27_tokens': ('tokens', 'opengen.tokens.prior')}   # chapter notebook -> (exercise prefix, the module that registers them)
 
 STATUSES = ('passed', 'failed', 'not done', 'missing', 'timed out', 'not graded')
 

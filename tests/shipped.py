@@ -12,7 +12,11 @@ How each kind of figure is re-measured (`card_checks`):
 - the VAEs' test ELBO: recomputed on the seeded binarisation of the test set (`elbo_on_test_set`), to its rounding;
 - validation losses that training measured with the raw (not averaged) weights on random binarisations, latents, noise
   and times: recomputed with the shipped weights on the same split within a stated tolerance;
-- the classifiers' test accuracy: recomputed on the whole test set.
+- the classifiers' test accuracy: recomputed on the whole test set;
+- the VQ-VAE's reconstruction report (nats per image, codebook usage and perplexity on all 10,000 test images, the
+  metrics of the first 1,000 reconstructions): recomputed from the weights;
+- the token prior's bits per code (held-out, seen and null captions, all 10,000 test images) and its seen-template row:
+  recomputed; its evaluation samples are drawn with the held-out caption templates, as its card's were.
 Figures of things that are not in the weights (training wall time, steps, history, images/s on that machine, repeats with
 other training seeds, snapshots during training) are listed in `NOT_REMEASURED` with the reason.
 """
@@ -32,6 +36,8 @@ from opengen.metrics import QUALITY, classifier_accuracy, draw_samples, measure,
 from opengen.models.ae import AE, recon_loss
 from opengen.models.vae import VAE, elbo_on_test_set
 from opengen.models.flows import ImageFlow, bits_per_dim_on_test_set
+from opengen.models.vqvae import VQVAE, reconstruction_report
+from opengen.tokens.prior import TokenPrior, bits_per_code
 
 NOT_REMEASURED = {                  # card entries that describe the training run or the machine, not the weights
     'images_per_s': 'sampling speed of the machine that made the card', 's_per_image': 'likewise',
@@ -43,6 +49,13 @@ NOT_REMEASURED = {                  # card entries that describe the training ru
     'sampling_seed_1': 'the same evaluation with sampling seed 1 (not in the fast suite)',
     'valid_bpd': "validation bits/dim of the training run's last epoch (the weights before averaging, random dequantization noise)",
 }
+CARD_SAMPLE_OPTIONS = {TokenPrior: {'templates': 'heldout'}}   # how a card's evaluation drew its samples, where it is not the default
+
+
+def card_sample_options(model) -> dict:
+    "The sampling options of a card's evaluation: a text prior is evaluated on its held-out caption templates."
+    if isinstance(model, TokenPrior) and model.condition != 'text': return {}
+    return next((o for cls, o in CARD_SAMPLE_OPTIONS.items() if isinstance(model, cls)), {})
 
 
 class Check(NamedTuple):
@@ -118,6 +131,31 @@ def flow_test_bpd(name: str) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
+def vq_report(name: str) -> dict:
+    "The shipped VQ-VAE's reconstruction report on all 10,000 test images (once per process)."
+    return reconstruction_report(shipped(name))
+
+
+def vq_checks(model: VQVAE, m: dict, rep: dict) -> list[Check]:
+    "A VQ-VAE card's reconstruction figures against a fresh report: nats and perplexity to their rounding, usage to one code."
+    tol = {'recon_nats': 2e-3, 'perplexity': 0.01, 'usage': 0.5 / model.K + 1e-4}
+    return [Check(k, m[k], rep[k], tol.get(k) or card_tol(k.removeprefix('recon_'), m[k])) for k in rep if k in m]
+
+
+def prior_checks(model: TokenPrior, meta: dict, draw, ds: str) -> list[Check]:
+    "A token prior's bits per code (each condition, all test images) and its seen-template row, measured again."
+    out = []
+    for k, v in meta['metrics'].items():
+        if not k.startswith('bits_per_code_'): continue
+        which = k.removeprefix('bits_per_code_')
+        opts = {'null': True} if which == 'null' else {'templates': which} if which in ('seen', 'heldout') else {}
+        out.append(Check(k, v, bits_per_code(model, ds, **opts), 2e-4))
+    if meta.get('seen_templates'):
+        out += compare('seen_templates.', meta['seen_templates'], measure(*draw(meta['eval_n'], templates='seen'), ds))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
 def _drawn(name: str, n: int, options: tuple):
     return draw_samples(shipped(name), n, **dict(options))[:2]
 
@@ -180,7 +218,7 @@ def card_checks(model, meta: dict, draw, name: str | None = None) -> list[Check]
     if isinstance(model, Diffusion):
         out += _diffusion_checks(model, meta, draw, ds)
     else:
-        x, y = draw(n)
+        x, y = draw(n, **card_sample_options(model))
         out += compare('', m, measure(x, y, ds))
     out += _reference(meta, ds)
     if 'test_elbo_nats' in m:
@@ -191,6 +229,10 @@ def card_checks(model, meta: dict, draw, name: str | None = None) -> list[Check]
         for tau, row in meta.get('by_temperature', {}).items():
             x, y = draw(n, temperature=float(tau))
             out += compare(f'by_temperature[{tau}].', row, measure(x, y, ds))
+    if isinstance(model, VQVAE) and 'usage' in m:
+        out += vq_checks(model, m, vq_report(name) if name else reconstruction_report(model, ds))
+    if isinstance(model, TokenPrior):
+        out += prior_checks(model, meta, draw, ds)
     if isinstance(model, VAE) and 'valid_recon_nats' in m:
         rec, kl = vae_valid_parts(model, ds)
         out += [Check('valid_recon_nats', m['valid_recon_nats'], rec, 1.0 + 0.01 * m['valid_recon_nats']),

@@ -72,6 +72,12 @@ def test_console_script_draws_the_digit_asked_for(tmp_path):
     ['sample', 'flow', '--digit', '3', '--temperature', 'nan', '--out', 'x.png'],
     ['sample', 'flow', '--digit', '3', '--steps', '10', '--out', 'x.png'],
     ['sample', 'flow', '--out', 'x.png'],
+    ['sample', 'dalle', '--digit', '7', '--out', 'x.png'],
+    ['sample', 'dalle', '--prompt', 'a seven', '--top-k', '0', '--out', 'x.png'],
+    ['sample', 'dalle', '--prompt', 'a seven', '--top-k', '999', '--out', 'x.png'],
+    ['sample', 'dalle', '--prompt', 'a seven', '--steps', '10', '--out', 'x.png'],
+    ['sample', 'dalle', '--prompt', 'a seven', '--guidance-scale', 'nan', '--out', 'x.png'],
+    ['sample', 'flow', '--digit', '3', '--top-k', '8', '--out', 'x.png'],
     ['train', 'cvae', '--epochs', '0', '--out', 'somewhere'],
     ['train', 'cvae', '--epochs', '1', '--out', 'fresh_dir', '--resume'],
     ['train', 'cvae', '--epochs', '1', '--n-train', '10', '--out', 'x'],
@@ -154,6 +160,16 @@ def test_text2img_draws_what_the_prompt_says(tmp_path, capsys):
     assert rc == 0, err
     d = digits(tmp_path / 'sevens.png', 9)
     assert d.count(7) >= 8, d
+
+
+def test_dalle_draws_what_the_prompt_says(tmp_path, capsys):
+    rc, _, err = run(['sample', 'dalle', '--prompt', 'a handwritten seven', '-n', '9', '--out', tmp_path / 'sevens.png'], capsys)
+    assert rc == 0, err
+    d = digits(tmp_path / 'sevens.png', 9)
+    assert d.count(7) >= 8, d
+    rc, _, err = run(['sample', 'dalle', '--prompt', 'the digit two', '-n', '4', '--top-k', '16', '--temperature', '0.8',
+                      '--guidance-scale', '2', '--out', tmp_path / 'twos.png'], capsys)
+    assert rc == 0 and read_grid(tmp_path / 'twos.png', 4).shape == (4, 1, 28, 28), err
 
 
 def test_train_a_text2img_arm(tmp_path, capsys):

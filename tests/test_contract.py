@@ -64,7 +64,7 @@ def test_bad_labels_and_options_are_clear_value_errors(name):
     with pytest.raises(ValueError, match='positive int'): m.sample(0, labels_for(m, 0))
     if 'guidance_scale' in m.sample_options and m.condition != 'none':
         for s in (float('nan'), float('inf')):
-            with pytest.raises(ValueError, match='finite'): m.sample(2, labels_for(m, 2), guidance_scale=s, steps=2)
+            with pytest.raises(ValueError, match='finite'): m.sample(2, labels_for(m, 2), guidance_scale=s, **quick(m))
 
 
 def test_text_models_take_prompts_or_captions_of_labels():

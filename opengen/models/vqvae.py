@@ -232,7 +232,7 @@ def _nearest_cases(g: torch.Generator) -> list:
     "(z, codebook): codes of different norms (a dot product alone picks wrong), z equal to codes, ties far from any code, random."
     r = lambda *s: torch.randn(*s, generator=g)
     E = torch.tensor([[1., 0.], [3., 0.], [0., -2.]])
-    return [Case('2-D codes of different lengths', (torch.tensor([[1.2, 0.1], [2.9, 0.3], [0.1, -1.5], [-1., -1.]]), E)),
+    return [Case('2-D codes of different lengths', (torch.tensor([[1.2, 0.1], [2.9, 0.3], [0.1, -1.5], [-1., -1.], [-0.5, 0.5]]), E)),
             Case('every code is its own nearest code', (E.clone(), E)),
             Case('random z (50, 8), codebook (16, 8)', (r(50, 8), r(16, 8))),
             Case('random z (30, 4), codebook (64, 4) of scale 3', (r(30, 4), 3 * r(64, 4)))]
@@ -254,8 +254,8 @@ def _ema_cases(g: torch.Generator) -> list:
     r = lambda *s: torch.randn(*s, generator=g)
     return [Case('the hand-made batch above, γ = 0.5, ε = 0', (torch.tensor([2., 1.]), torch.tensor([[2., 2.], [0., 3.]]),
                                                              torch.tensor([[1., 0.], [3., 2.], [0., -1.]]), torch.tensor([0, 0, 1]), 0.5, 0.)),
-            Case('a code with N = 0 that receives nothing (only smoothing keeps it finite)',
-                 (torch.tensor([3., 0., 2.]), r(3, 2), r(6, 2), torch.tensor([0, 0, 2, 2, 0, 2]), 0.9, 1e-5)),
+            Case('a code with N = 0 and m = 0 that receives nothing (only smoothing keeps it finite)',
+                 (torch.tensor([3., 0., 2.]), r(3, 2) * torch.tensor([[1.], [0.], [1.]]), r(6, 2), torch.tensor([0, 0, 2, 2, 0, 2]), 0.9, 1e-5)),
             Case('random: K = 16, D = 4, 100 vectors, γ = 0.99', (1 + torch.rand(16, generator=g), r(16, 4), r(100, 4),
                                                                 torch.randint(0, 16, (100,), generator=g), 0.99, 1e-5))]
 

@@ -215,11 +215,13 @@ class TokenPrior(Configurable, Generative, nn.Module):
         tau = self.temperature if temperature is None else temperature
         k = self.top_k if top_k == -1 else top_k
         s = self.guidance_scale if guidance_scale is None else guidance_scale
+        if not math.isfinite(s): raise ValueError(f'guidance_scale must be a finite number (0 unconditional, 1 conditional, larger: stronger), got {s}')
+        if not (math.isfinite(tau) and tau > 0): raise ValueError(f'temperature must be a positive number (1: the model itself), got {tau}')
+        if k is not None and not 1 <= k <= self.K: raise ValueError(f'top_k must be None (all codes) or between 1 and {self.K}, got {k}')
         if self.condition == 'text' and prompts is not None and labels is not None: raise ValueError('give labels or prompts, not both')
         if self.condition == 'text' and prompts is None:
-            y = check_labels(labels, n, self.n_labels, type(self).__name__)
-            if y is None: raise ValueError(f'{type(self).__name__} is text-conditioned: pass prompts, or labels to read as captions')
-            labels = y
+            if labels is None: raise ValueError(f'{type(self).__name__} is text-conditioned: pass prompts, or labels to read as captions')
+            labels = check_labels(labels, n, self.n_labels, type(self).__name__)
         if self.condition == 'label': labels = labels.to(self.pos.device)
         kw = self.condition_inputs(labels, prompts, templates, n)
         guided = self.condition != 'none' and s != 1
@@ -297,14 +299,15 @@ def choose_sampling(model: TokenPrior, dataset: str = 'mnist', guidance_scales: 
 
 def _prior_card(model: TokenPrior, learn, dataset: str, eval_n: int) -> dict:
     "The card of a trained prior: sampling settings chosen on seed 1 (made the defaults), bits per code, the KV-cache speed-up, the seen-template row."
-    sel = choose_sampling(model, dataset) if model.condition != 'none' else None
+    n_test = None if eval_n >= 1000 else 10 * eval_n            # a smoke run (eval_n < 1,000) measures on fewer images
+    sel = choose_sampling(model, dataset, n=min(500, eval_n)) if model.condition != 'none' else None
     if sel:
         for key, v in sel['chosen'].items(): setattr(model, key, v); model.config[key] = v
-    bpc = {'heldout': bits_per_code(model, dataset, templates='heldout'), 'seen': bits_per_code(model, dataset, templates='seen'),
-           'null': bits_per_code(model, dataset, null=True)} if model.condition == 'text' else {'test': bits_per_code(model, dataset)}
+    bpc = {'heldout': bits_per_code(model, dataset, n_test, templates='heldout'), 'seen': bits_per_code(model, dataset, n_test, templates='seen'),
+           'null': bits_per_code(model, dataset, n_test, null=True)} if model.condition == 'text' else {'test': bits_per_code(model, dataset, n_test)}
     seen = evaluate(model, dataset, eval_n, seed=0, templates='seen') if model.condition == 'text' else None
     return {'data': f'{dataset} train, codes of the shipped {model.config["vqvae"]}; captions from the seen templates in training; '
-                    f'metrics on the held-out templates ({eval_n} samples, seed 0); bits per code on all 10,000 test images',
+                    f'metrics on the held-out templates ({eval_n} samples, seed 0); bits per code on ' + ('all 10,000' if n_test is None else f'the first {n_test:,}') + ' test images',
             'metrics': {f'bits_per_code_{k}': round(v, 4) for k, v in bpc.items()},
             'sampling_selection': sel, 'speed_tokens_per_s': tokens_per_second(model),
             'seen_templates': None if seen is None else {key: round(seen[key], 4) for key in ('accuracy', 'fid_clf', 'diversity', 'precision', 'recall')}}
