@@ -40,9 +40,11 @@ def test_every_shipped_generative_model_keeps_the_contract(name):
     assert (m.n_classes > 0) == (m.condition != 'none')              # declared, not discovered from a signature
     y = labels_for(m, 6)
     for mode in (True, False):                                       # the mode it finds is the mode it leaves
-        m.train(mode)
+        m.train(mode)                                                # (a frozen part, like the token prior's VQ-VAE, may stay in eval)
+        before = [sub.training for sub in m.modules()]
+        assert m.training == mode
         x = m.sample(6, y, generator=G(0), **quick(m))
-        assert all(sub.training == mode for sub in m.modules()), f'{name}: sample() did not restore train({mode})'
+        assert [sub.training for sub in m.modules()] == before, f'{name}: sample() did not restore train({mode})'
     assert x.shape == (6, 1, 28, 28) and x.device.type == 'cpu' and x.dtype == torch.float32
     assert 0 <= x.min() and x.max() <= 1 and torch.isfinite(x).all()
     assert torch.equal(x, m.sample(6, y, generator=G(0), **quick(m)))            # the same seed, the same images
