@@ -49,13 +49,9 @@ NOT_REMEASURED = {                  # card entries that describe the training ru
     'sampling_seed_1': 'the same evaluation with sampling seed 1 (not in the fast suite)',
     'valid_bpd': "validation bits/dim of the training run's last epoch (the weights before averaging, random dequantization noise)",
 }
-CARD_SAMPLE_OPTIONS = {TokenPrior: {'templates': 'heldout'}}   # how a card's evaluation drew its samples, where it is not the default
-
-
 def card_sample_options(model) -> dict:
-    "The sampling options of a card's evaluation: a text prior is evaluated on its held-out caption templates."
-    if isinstance(model, TokenPrior) and model.condition != 'text': return {}
-    return next((o for cls, o in CARD_SAMPLE_OPTIONS.items() if isinstance(model, cls)), {})
+    "The sampling options of a card's evaluation where they are not the defaults: a text prior is evaluated on its held-out caption templates."
+    return {'templates': 'heldout'} if isinstance(model, TokenPrior) and model.condition == 'text' else {}
 
 
 class Check(NamedTuple):
