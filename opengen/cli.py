@@ -27,11 +27,13 @@ from .grading import grade_class
 from .tokens.prior import TokenPrior
 import opengen.diffusion.ablation  # noqa: F401  (registers the ablation arms' recipes (every family's recipes are listed by `opengen train`))
 import opengen.models.vqvae  # noqa: F401  (registers the VQ-VAE's recipe)
+from .diffusion.flow_matching import FlowMatching
+from .diffusion.latent import LatentFlow
 
 # %% ../nbs/31_cli.ipynb #f066f31b
 DEFAULT_WEIGHTS = {'ae': 'ae_mnist', 'vae': 'vae_mnist', 'cvae': 'cvae_mnist',     # `opengen sample` model -> shipped weights
                    'dcgan': 'dcgan_mnist', 'cgan': 'cgan_mnist', 'ddpm': 'ddpm_cond_mnist', 'text2img': 'text2img_mnist',
-                   'flow': 'flow_mnist', 'dalle': 'dalle_mnist'}
+                   'flow': 'flow_mnist', 'dalle': 'dalle_mnist', 'fm': 'fm_cond_mnist', 'ldm': 'ldm_cond_mnist'}
 DIFFUSION_OPTIONS = ('steps', 'guidance_scale', 'sampler')   # the sampling options of `opengen sample`
 
 class CLIError(Exception): "A user error: printed as one line, exit code 2."
@@ -39,6 +41,8 @@ class CLIError(Exception): "A user error: printed as one line, exit code 2."
 def sample_name(model) -> str:
     "The `opengen sample` model name that fits a loaded model (by its class and declared condition)."
     if isinstance(model, TextDiffusion): return 'text2img'
+    if isinstance(model, LatentFlow): return 'ldm'
+    if isinstance(model, FlowMatching): return 'fm'
     if isinstance(model, Diffusion): return 'ddpm'
     if isinstance(model, GAN): return 'cgan' if model.conditional else 'dcgan'
     if isinstance(model, VAE): return 'cvae' if model.conditional else 'vae'
@@ -95,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--steps', type=int, default=None, help="diffusion: sampling steps (default: the model's)")
     s.add_argument('--guidance-scale', type=float, default=None, help="diffusion, dalle: s (0 unconditional, 1 conditional; default: the model's)")
-    s.add_argument('--sampler', choices=['ddim', 'ddpm'], default=None, help='diffusion: sampler (default ddim)')
+    s.add_argument('--sampler', choices=['ddim', 'ddpm', 'euler', 'heun'], default=None, help="diffusion: ddim or ddpm; fm, ldm: heun or euler (default: the model's)")
     s.add_argument('--temperature', type=float, default=None, help="flow, vae, cvae, dalle: sampling temperature τ (default: the model's)")
     s.add_argument('--top-k', type=int, default=None, help="dalle: draw each code from the k most likely (default: the model's)")
     sub.add_parser('list', help='list the shipped pretrained weights')
@@ -162,7 +166,9 @@ def _check_sample_args(a, model):
         if k not in model.sample_options:
             where = 'diffusion models and dalle' if k == 'guidance_scale' else 'diffusion models'
             raise CLIError(f'--{k.replace("_", "-")} applies to {where}, not {a.model}')
-    if a.steps is not None and not 1 <= a.steps <= model.T: raise CLIError(f'--steps must be between 1 and {model.T}, got {a.steps}')
+    if a.sampler is not None and a.sampler not in model.samplers:
+        raise CLIError(f'--sampler {a.sampler} does not apply to {a.model}; its samplers: {", ".join(model.samplers)}')
+    if a.steps is not None and not 1 <= a.steps <= model.max_steps: raise CLIError(f'--steps must be between 1 and {model.max_steps}, got {a.steps}')
     if a.guidance_scale is not None and not math.isfinite(a.guidance_scale):
         raise CLIError(f'--guidance-scale must be a finite number (0 unconditional, 1 conditional, larger: stronger), got {a.guidance_scale}')
     if a.temperature is not None:

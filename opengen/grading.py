@@ -24,7 +24,8 @@ WORKBOOK = {'10_ae': ('ae', 'opengen.models.ae'), '11_vae': ('vae', 'opengen.mod
             '14_flows': ('flows', 'opengen.models.flows'), '15_vqvae': ('vqvae', 'opengen.models.vqvae'),
             '13_gan': ('gan', 'opengen.models.gan'), '20_unet': ('unet', 'opengen.diffusion.unet'), '21_ddpm': ('ddpm', 'opengen.diffusion.ddpm'),
             '22_samplers': ('samplers', 'opengen.diffusion.samplers'), '23_cfg': ('guidance', 'opengen.diffusion.guidance'),
-            '24_attention': ('attention', 'opengen.diffusion.attention'), '27_tokens': ('tokens', 'opengen.tokens.prior')}   # chapter notebook -> (exercise prefix, the module that registers them)
+            '24_attention': ('attention', 'opengen.diffusion.attention'), '27_tokens': ('tokens', 'opengen.tokens.prior'),
+            '28_flow_matching': ('flow_matching', 'opengen.diffusion.flow_matching'), '29_latent': ('latent', 'opengen.diffusion.latent')}   # chapter notebook -> (exercise prefix, the module that registers them)
 
 STATUSES = ('passed', 'failed', 'not done', 'missing', 'timed out', 'not graded')
 

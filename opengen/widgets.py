@@ -226,14 +226,16 @@ def z_explorer(model, # a model with `.decode(z, labels)`, `.latent_dim` and `.c
 # %% ../nbs/30_widgets.ipynb #6089c31e
 def guidance_explorer(model, # a conditional model whose `sample` takes `guidance_scale`, `steps`, `sampler`
                       grid: int = 4, steps: int = 20, digit: int = 7, scale: float = 2.0, classes=None,
-                      cache_size: int = 256, title: str = 'guidance explorer') -> Explorer:
-    "Digit, guidance scale s, seed, steps and sampler -> a grid×grid sample grid; results cached by settings."
+                      cache_size: int = 256, title: str = 'guidance explorer',
+                      step_options: tuple = (10, 20, 50)) -> Explorer: # the steps dropdown (with `steps`)
+    "Digit, guidance scale s, seed, steps and sampler (the model's declared `samplers`, its default first) -> a grid×grid sample grid; results cached by settings."
     classes = classes or [str(i) for i in range(model.n_classes)]
+    samplers = list(getattr(model, 'samplers', ('ddim', 'ddpm')))
     controls = [W.FloatSlider(scale, min=0., max=7.5, step=0.5, description='guidance s'),
                 W.Dropdown(options=[(c, i) for i, c in enumerate(classes)], value=digit, description='digit'),
                 W.IntSlider(0, min=0, max=99, description='seed'),
-                W.Dropdown(options=sorted({10, 20, 50, steps}), value=steps, description='steps'),
-                W.Dropdown(options=['ddim', 'ddpm'], value='ddim', description='sampler')]
+                W.Dropdown(options=sorted({*step_options, steps}), value=steps, description='steps'),
+                W.Dropdown(options=samplers, value=samplers[0], description='sampler')]
     cache = OrderedDict()
 
     def draw(**v):

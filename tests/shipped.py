@@ -38,6 +38,8 @@ from opengen.models.vae import VAE, elbo_on_test_set
 from opengen.models.flows import ImageFlow, bits_per_dim_on_test_set
 from opengen.models.vqvae import VQVAE, reconstruction_report
 from opengen.tokens.prior import TokenPrior, bits_per_code
+from opengen.diffusion.flow_matching import FlowMatching, fm_path, velocity_target
+from opengen.diffusion.latent import KLAutoencoder, autoencoder_report
 
 NOT_REMEASURED = {                  # card entries that describe the training run or the machine, not the weights
     'images_per_s': 'sampling speed of the machine that made the card', 's_per_image': 'likewise',
@@ -192,6 +194,32 @@ def diffusion_valid_loss(model: Diffusion, dataset: str = 'mnist', n: int = 1000
     return torch.cat(out).mean().item()
 
 
+@torch.no_grad()
+def flow_valid_loss(model: FlowMatching, dataset: str = 'mnist', n: int = 1000, seed: int = 0) -> float:
+    "The flow-matching loss (labels dropped as in training) on the first n test images, t, ε, the dropout (and a latent model's posterior draws) from `seed`."
+    te = load_dataset(dataset, 'test')
+    x, y = to_pixel_range(te.x[:n], model.fit_defaults['pixel_range']), te.y[:n]
+    model.eval(); torch.manual_seed(seed); out = []
+    for xb, yb in zip(x.split(500), y.split(500)):
+        x0 = model.to_path_space(xb)
+        t, eps = torch.rand(len(xb)), torch.randn_like(x0)
+        pred = model.net(fm_path(x0, eps, t), model.time_scale * t, **model.train_inputs(yb))
+        out.append(((pred - velocity_target(x0, eps)) ** 2).flatten(1).mean(1))
+    return torch.cat(out).mean().item()
+
+
+@functools.lru_cache(maxsize=None)
+def ae_report(name: str) -> dict:
+    "The shipped first stage's reconstruction report on all 10,000 test images (once per process)."
+    return autoencoder_report(shipped(name))
+
+
+def ae_checks(m: dict, rep: dict) -> list[Check]:
+    "A first stage's card against a fresh report: nats, KL and the scale to their rounding, the reconstruction metrics as `compare` does."
+    tol = {'recon_nats': 2e-3, 'kl_nats': 0.011, 'scale': 1.1e-5, 'scaled_mean_std': 1.1e-4}
+    return [Check(k, m[k], rep[k], tol.get(k) or card_tol(k.removeprefix('recon_'), m[k])) for k in rep if k in m]
+
+
 @functools.lru_cache(maxsize=None)
 def classifier_test_accuracy(name: str) -> float:
     "Accuracy of the shipped classifier `name` on its whole test set, measured once per process."
@@ -229,6 +257,10 @@ def card_checks(model, meta: dict, draw, name: str | None = None) -> list[Check]
         out += vq_checks(model, m, vq_report(name) if name else reconstruction_report(model, ds))
     if isinstance(model, TokenPrior):
         out += prior_checks(model, meta, draw, ds)
+    if isinstance(model, KLAutoencoder) and 'recon_nats' in m:
+        out += ae_checks(m, ae_report(name) if name else autoencoder_report(model, ds))
+    if isinstance(model, FlowMatching) and 'valid_loss' in m:
+        out.append(Check('valid_loss (1,000 test images)', m['valid_loss'], flow_valid_loss(model, ds), 0.15 * m['valid_loss']))
     if isinstance(model, VAE) and 'valid_recon_nats' in m:
         rec, kl = vae_valid_parts(model, ds)
         out += [Check('valid_recon_nats', m['valid_recon_nats'], rec, 1.0 + 0.01 * m['valid_recon_nats']),

@@ -10,12 +10,12 @@ from shipped import NOT_REMEASURED, QUALITY, arm_card_figures, card_checks, comp
 
 NAMES = available_pretrained()
 # the diffusion models sample for minutes: each in its own xdist group, so that one worker draws its samples once
-GROUP = {n: ('ddpm' if n.startswith('ddpm') else 'flow' if n.startswith('flow') else n if n.startswith(('ablation', 'text2img', 'dalle')) else 'cheap')
+GROUP = {n: ('ddpm' if n.startswith('ddpm') else 'flow' if n.startswith('flow') else n if n.startswith(('ablation', 'text2img', 'dalle', 'fm_', 'ldm_cond')) else 'cheap')
          for n in NAMES}   # the flow measures its likelihood on all 10,000 test images, the token prior samples 2,000 guided images: their own groups
 
 
 def test_every_shipped_weight_has_a_card_test():
-    assert len(NAMES) == 19 and set(GROUP) == set(NAMES), NAMES
+    assert len(NAMES) == 22 and set(GROUP) == set(NAMES), NAMES
 
 
 @pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.xdist_group(GROUP[n])) for n in NAMES])

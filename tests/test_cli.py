@@ -78,6 +78,13 @@ def test_console_script_draws_the_digit_asked_for(tmp_path):
     ['sample', 'dalle', '--prompt', 'a seven', '--steps', '10', '--out', 'x.png'],
     ['sample', 'dalle', '--prompt', 'a seven', '--guidance-scale', 'nan', '--out', 'x.png'],
     ['sample', 'flow', '--digit', '3', '--top-k', '8', '--out', 'x.png'],
+    ['sample', 'fm', '--out', 'x.png'],
+    ['sample', 'fm', '--digit', '5', '--sampler', 'ddim', '--out', 'x.png'],
+    ['sample', 'fm', '--digit', '5', '--steps', '0', '--out', 'x.png'],
+    ['sample', 'fm', '--digit', '5', '--steps', '1001', '--out', 'x.png'],
+    ['sample', 'ddpm', '--digit', '5', '--sampler', 'heun', '--out', 'x.png'],
+    ['sample', 'ldm', '--digit', '12', '--out', 'x.png'],
+    ['sample', 'ldm', '--digit', '2', '--temperature', '0.5', '--out', 'x.png'],
     ['train', 'cvae', '--epochs', '0', '--out', 'somewhere'],
     ['train', 'cvae', '--epochs', '1', '--out', 'fresh_dir', '--resume'],
     ['train', 'cvae', '--epochs', '1', '--n-train', '10', '--out', 'x'],
@@ -153,6 +160,22 @@ def test_shipped_flow_draws_the_digit_asked_for(tmp_path, capsys):
     assert d.count(3) >= 13, d
     rc, _, err = run(['sample', 'flow', '--digit', '3', '-n', '4', '--temperature', '0.5', '--out', tmp_path / 'cold.png'], capsys)
     assert rc == 0 and read_grid(tmp_path / 'cold.png', 4).shape == (4, 1, 28, 28), err
+
+
+def test_flow_matching_draws_the_digit_asked_for_in_8_steps(tmp_path, capsys):
+    rc, _, err = run(['sample', 'fm', '--digit', '5', '--steps', '8', '-n', '9', '--out', tmp_path / 'fives.png'], capsys)
+    assert rc == 0, err
+    d = digits(tmp_path / 'fives.png', 9)
+    assert d.count(5) >= 8, d
+    rc, _, err = run(['sample', 'fm', '--digit', '5', '--steps', '4', '--sampler', 'euler', '-n', '4', '--out', tmp_path / 'euler.png'], capsys)
+    assert rc == 0 and read_grid(tmp_path / 'euler.png', 4).shape == (4, 1, 28, 28), err
+
+
+def test_latent_model_draws_the_digit_asked_for(tmp_path, capsys):
+    rc, _, err = run(['sample', 'ldm', '--digit', '2', '-n', '9', '--out', tmp_path / 'twos.png'], capsys)
+    assert rc == 0, err
+    d = digits(tmp_path / 'twos.png', 9)
+    assert d.count(2) >= 8, d
 
 
 def test_text2img_draws_what_the_prompt_says(tmp_path, capsys):

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'linear_betas', 'cosine_betas', 'q_sample', 'NoiseSchedule', 'q_posterior', 'eps_to_x0', 'x0_to_eps',
-           'v_target', 'v_to_eps', 'v_to_x0', 'drop_labels', 'Diffusion', 'DDPMTrainCB', 'snapshot_progress']
+           'v_target', 'v_to_eps', 'v_to_x0', 'drop_labels', 'Denoiser', 'Diffusion', 'DDPMTrainCB',
+           'snapshot_progress']
 
 # %% ../../nbs/21_ddpm.ipynb #ef98a539
 import math
@@ -107,23 +108,9 @@ def drop_labels(labels: torch.Tensor, p_uncond: float, null_label: int, generato
     return drop_to_null(labels, u, p_uncond, null_label)
 
 # %% ../../nbs/21_ddpm.ipynb #bd81ed91
-class Diffusion(Generative, Configurable, nn.Module):
-    "A denoising diffusion model: one `UNet` and a noise schedule; `sample` runs a sampler (DDIM by default) with guidance."
-    sample_options = ('sampler', 'steps', 'guidance_scale', 'eta', 'callback')
-    fit_defaults = dict(lr=2e-3, pixel_range=(-1., 1.), n_valid=1000)   # `opengen.learner.fit`: one-cycle AdamW, EMA 0.999
+class Denoiser(Generative, Configurable, nn.Module):
+    "What every U-Net generator of the diffusion chapters shares: the network `net`, its condition hooks and label dropout (`Diffusion` here, flow matching in 28)."
     nested_configs = {'unet': 'net'}   # the saved config holds the U-Net's whole config (`Configurable`)
-    def __init__(self, unet: dict | None = None, # keyword arguments of `UNet`
-                 T: int = 250, schedule: str = 'linear', # the forward process (T = 250: the CPU-first choice, see 21_ddpm)
-                 prediction: str = 'eps', # what the network predicts: 'eps', 'x0' or 'v'
-                 p_uncond: float = 0.1, # training: probability of replacing the label by the null label
-                 steps: int = 50, guidance_scale: float = 2.0, sampler: str = 'ddim'): # sampling defaults
-        super().__init__()
-        if prediction not in ('eps', 'x0', 'v'): raise ValueError(f"prediction must be 'eps', 'x0' or 'v', got {prediction!r}")
-        self.net = UNet(**(unet or {}))
-        self.schedule = NoiseSchedule(T, schedule)
-        self.T, self.prediction, self.p_uncond = T, prediction, p_uncond
-        self.defaults = dict(steps=steps, guidance_scale=guidance_scale, sampler=sampler)
-
     @property
     def n_classes(self) -> int: "Class labels the U-Net takes (its null label excluded)."; return self.net.n_classes
     @property
@@ -142,6 +129,27 @@ class Diffusion(Generative, Configurable, nn.Module):
     def train_inputs(self, labels: torch.Tensor) -> dict:
         "The U-Net's keyword arguments for a training batch: labels, each replaced by the null label with probability `p_uncond`."
         return {'labels': drop_labels(labels, self.p_uncond, self.net.null_label)} if self.conditional else {}
+
+class Diffusion(Denoiser):
+    "A denoising diffusion model: one `UNet` and a noise schedule; `sample` runs a sampler (DDIM by default) with guidance."
+    sample_options = ('sampler', 'steps', 'guidance_scale', 'eta', 'callback')
+    samplers = ('ddim', 'ddpm')        # what `sampler=` takes (`make_sampler`); the default sampler is a config argument
+    fit_defaults = dict(lr=2e-3, pixel_range=(-1., 1.), n_valid=1000)   # `opengen.learner.fit`: one-cycle AdamW, EMA 0.999
+    def __init__(self, unet: dict | None = None, # keyword arguments of `UNet`
+                 T: int = 250, schedule: str = 'linear', # the forward process (T = 250: the CPU-first choice, see 21_ddpm)
+                 prediction: str = 'eps', # what the network predicts: 'eps', 'x0' or 'v'
+                 p_uncond: float = 0.1, # training: probability of replacing the label by the null label
+                 steps: int = 50, guidance_scale: float = 2.0, sampler: str = 'ddim'): # sampling defaults
+        super().__init__()
+        if prediction not in ('eps', 'x0', 'v'): raise ValueError(f"prediction must be 'eps', 'x0' or 'v', got {prediction!r}")
+        self.net = UNet(**(unet or {}))
+        self.schedule = NoiseSchedule(T, schedule)
+        self.T, self.prediction, self.p_uncond = T, prediction, p_uncond
+        self.defaults = dict(steps=steps, guidance_scale=guidance_scale, sampler=sampler)
+
+    @property
+    def max_steps(self) -> int: "The most sampling steps `sample` takes: T."; return self.T
+
     def eps(self, x: torch.Tensor, t: torch.Tensor, c=None) -> torch.Tensor:
         "ε̂(x_t, t, c) whatever the network predicts."
         return self.to_eps_x0(self.net(x, t, **self.net_inputs(c)), x, t)[0]

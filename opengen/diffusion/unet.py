@@ -76,7 +76,8 @@ class UNet(Configurable, nn.Module):
                  emb_dim: int | None = None, # time (+ class) embedding size; default 4 × widths[0]
                  dropout: float = 0.,
                  patch: int = 1, # 2: fold each 2×2 patch into channels first (pixel unshuffle), 4× fewer positions
-                 in_ch: int = 1):
+                 in_ch: int = 1, # image channels (4 for the latent of 29_latent)
+                 size: int = 28): # height = width of the input (7 for a 7×7 latent)
         super().__init__()
         if attn not in ATTENTION_BLOCKS: raise ValueError(f'unknown attention block {attn!r}; use one of {sorted(ATTENTION_BLOCKS)}')
         self.widths, self.n_classes, self.ctx_dim = tuple(widths), n_classes, ctx_dim
@@ -89,9 +90,9 @@ class UNet(Configurable, nn.Module):
         self.null_cond = nn.Parameter(torch.zeros(cond_dim)) if cond_dim else None
         self.null_ctx = nn.Parameter(0.02 * torch.randn(1, ctx_dim)) if ctx_dim else None
         A = ATTENTION_BLOCKS[attn]
-        if 28 % (patch * 2 ** (len(widths) - 1)): raise ValueError(f'28×28 images cannot be downsampled {len(widths) - 1} times after patch {patch}')
-        self.patch = patch
-        res = [28 // patch // 2 ** i for i in range(len(widths))]
+        if size % (patch * 2 ** (len(widths) - 1)): raise ValueError(f'{size}×{size} inputs cannot be downsampled {len(widths) - 1} times after patch {patch}')
+        self.patch, self.in_ch, self.size = patch, in_ch, (size, size)
+        res = [size // patch // 2 ** i for i in range(len(widths))]
         mk_attn = lambda c, r: A(c, emb_dim=E, heads=heads, ctx_dim=ctx_dim) if r in attn_res else None
         self.stem = nn.Conv2d(in_ch * patch ** 2, widths[0], 3, padding=1)
         self.down, skips, c = nn.ModuleList(), [widths[0]], widths[0]

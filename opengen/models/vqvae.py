@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['nearest_code', 'straight_through', 'vq_losses', 'ema_codebook_update', 'code_usage', 'kmeans', 'VectorQuantizer',
-           'VQTrainCB', 'VQVAE', 'reconstruction_report']
+           'VQTrainCB', 'grid_encoder', 'grid_decoder', 'VQVAE', 'reconstruction_report']
 
 # %% ../../nbs/15_vqvae.ipynb #3ed8a2f7
 import torch
@@ -137,6 +137,18 @@ class VQTrainCB(TrainCB):
         q = learn.model.quantizer
         if learn.training and q.last is not None: self.history.append({'step': learn.train_iter, **q.last})
 
+def grid_encoder(w0: int, w1: int, c_out: int) -> nn.Sequential:
+    "(B,1,28,28) images -> (B,c_out,7,7): two stride-2 conv blocks, then a 1×1 projection (the VQ-VAE's encoder; 29_latent reuses it)."
+    return nn.Sequential(conv_block(1, w0), conv_block(w0, w0, stride=2),        # (B,w0,14,14)
+                         conv_block(w0, w1, stride=2), conv_block(w1, w1),       # (B,w1,7,7)
+                         nn.Conv2d(w1, c_out, 1))                                # (B,c_out,7,7)
+
+def grid_decoder(c_in: int, w0: int, w1: int) -> nn.Sequential:
+    "(B,c_in,7,7) -> (B,1,28,28) Bernoulli logits: a conv, then two transposed conv blocks (the VQ-VAE's decoder; 29_latent reuses it)."
+    return nn.Sequential(nn.Conv2d(c_in, w1, 3, padding=1), nn.SiLU(), conv_block(w1, w1),
+                         conv_block(w1, w0, transpose=True), conv_block(w0, w0, transpose=True),   # (B,w0,28,28)
+                         nn.Conv2d(w0, 1, 3, padding=1))                                          # (B,1,28,28) logits
+
 class VQVAE(Configurable, Generative, nn.Module):
     "VQ-VAE for 28×28 images: a conv encoder to a 7×7 grid of D-vectors, nearest-code quantisation into K codes, a conv decoder (Bernoulli logits)."
     fit_defaults = dict(lr=2e-3, ema=None)   # no weight averaging: the EMA codebook is already an average, and must match the encoder it serves
@@ -150,13 +162,9 @@ class VQVAE(Configurable, Generative, nn.Module):
                  init: str = 'normal'): # the codebook's initialisation before training ('normal' or 'uniform')
         super().__init__()
         w0, w1 = widths
-        self.encoder = nn.Sequential(conv_block(1, w0), conv_block(w0, w0, stride=2),        # (B,w0,14,14)
-                                     conv_block(w0, w1, stride=2), conv_block(w1, w1),       # (B,w1,7,7)
-                                     nn.Conv2d(w1, D, 1))                                    # (B,D,7,7): z_e
+        self.encoder = grid_encoder(w0, w1, D)                                              # (B,D,7,7): z_e
         self.quantizer = VectorQuantizer(K, D, beta, ema, restart, kmeans_init, init)
-        self.decoder = nn.Sequential(nn.Conv2d(D, w1, 3, padding=1), nn.SiLU(), conv_block(w1, w1),
-                                     conv_block(w1, w0, transpose=True), conv_block(w0, w0, transpose=True),   # (B,w0,28,28)
-                                     nn.Conv2d(w0, 1, 3, padding=1))                                          # (B,1,28,28) logits
+        self.decoder = grid_decoder(D, w0, w1)                                              # (B,1,28,28) logits
         self.register_buffer('code_freq', torch.full((49, K), 1 / K))   # p(code at position i), fitted on the training set
 
     @property
