@@ -70,14 +70,14 @@ class KLAutoencoder(Configurable, Generative, nn.Module):
         "`n` images decoded from scaled latents drawn from N(0, I): the autoencoder alone, with no prior over its latents."
         return self.decode(torch.randn(n, self.C, 7, 7, generator=generator).to(self.device) / self.scale)
 
-# %% ../../nbs/29_latent.ipynb #62a28638
+# %% ../../nbs/29_latent.ipynb #e47db2e4
 def latent_scale(z: torch.Tensor) -> float:
     "The factor that gives latents unit variance: 1 / the standard deviation of all their values (Rombach et al.'s scale factor)."
     return 1 / z.float().std().item()
 
 _latent_scale = latent_scale   # what `KLAutoencoder.fit_scale` calls: the exercise below may redefine the name in a notebook
 
-# %% ../../nbs/29_latent.ipynb #645a02b8
+# %% ../../nbs/29_latent.ipynb #0c6995fb
 @torch.no_grad()
 def autoencoder_report(model: KLAutoencoder, dataset: str = 'mnist', n: int | None = None, # the first n test images (None: all)
                        n_metrics: int = 1000, bs: int = 1000, seed: int = 0) -> dict:
@@ -106,7 +106,7 @@ def _ae_card(model: KLAutoencoder, learn, dataset: str, eval_n: int) -> dict:
                     f'{rep["n"]:,} test images (posterior means), their metrics on the first {rep["metrics_n"]:,}; samples: N(0, I) latents (no prior)',
             'metrics': {key: v for key, v in rep.items() if key not in ('n', 'metrics_n')}}
 
-# %% ../../nbs/29_latent.ipynb #27610287
+# %% ../../nbs/29_latent.ipynb #a40d54a5
 class LatentFlow(FlowMatching):
     "Latent flow matching: the flow-matching model of 28 in the scaled latent space of a frozen `KLAutoencoder`, decoded once at the end."
     fit_defaults = dict(lr=2e-3, pixel_range=(0., 1.), n_valid=1000)   # the autoencoder reads pixels in [0, 1]
@@ -128,7 +128,7 @@ class LatentFlow(FlowMatching):
         with torch.no_grad(): return self.ae.latents(x)
     def to_images(self, z: torch.Tensor) -> torch.Tensor: "Scaled latents -> images in [0, 1]: the decoder, once."; return self.ae.decode(z / self.ae.scale)
 
-# %% ../../nbs/29_latent.ipynb #459b50a7
+# %% ../../nbs/29_latent.ipynb #1ceaff41
 LATENT_UNET = dict(widths=(48,), n_res=1, patch=1, in_ch=4, size=7)   # one level at 7×7: no downsampling of a 7×7 grid
 _LDM_CARD = ('Latent flow matching on {dataset}: a U-Net of one 7×7 level (widths {unet[widths]}) regressing the velocity of the scaled '
              'latents of the frozen {autoencoder} (C × 7 × 7), label dropout p_uncond={p_uncond}, EMA weights; default sampler {sampler}, {steps} steps, then one decoder pass.')
@@ -138,7 +138,7 @@ register_recipe(
     Recipe('ldm_cond', LatentFlow, dict(autoencoder='ldm_ae_mnist', unet={**LATENT_UNET, 'n_classes': 10}, p_uncond=0.1), epochs=20,
            fit=dict(snapshots=True), description=_LDM_CARD, finish=flow_matching_card, save=save_evaluated))
 
-# %% ../../nbs/29_latent.ipynb #ef48399a
+# %% ../../nbs/29_latent.ipynb #d5849c6f
 def _scale_cases(g: torch.Generator) -> list:
     "Latents whose images have different means (the first case tells every mistake apart), small-scale latents, a flat batch."
     r = lambda *s: torch.randn(*s, generator=g)

@@ -182,9 +182,11 @@ def flops_per_image(model: nn.Module, **inputs) -> int:
     with FlopCounterMode(display=False) as fc, torch.no_grad(): model(**inputs)
     return fc.get_total_flops()
 
-def train_step_ms(model: nn.Module, bs: int = 128, reps: int = 3, n_classes: int = 0) -> float:
-    "Median time (ms) of one forward + backward pass on a batch of `bs` random images (this machine, current threads)."
-    x, t = torch.randn(bs, 1, 28, 28), torch.randint(0, 250, (bs,))
+def train_step_ms(model: nn.Module, bs: int = 128, reps: int = 3, n_classes: int = 0,
+                  shape: tuple | None = None) -> float: # one input (C, H, W); default: the U-Net's own (in_ch, size, size)
+    "Median time (ms) of one forward + backward pass on a batch of `bs` random inputs (this machine, current threads)."
+    shape = shape or (getattr(model, 'in_ch', 1), *getattr(model, 'size', (28, 28)))
+    x, t = torch.randn(bs, *shape), torch.randint(0, 250, (bs,))
     y = torch.randint(0, n_classes + 1, (bs,)) if n_classes else None
     times = []
     for _ in range(reps + 1):
