@@ -17,6 +17,7 @@ from nbclient import NotebookClient
 import opengen.diffusion.attention, opengen.diffusion.ddpm, opengen.diffusion.guidance, opengen.diffusion.samplers, opengen.diffusion.unet  # noqa: F401 (registers their exercises)
 import opengen.models.ae, opengen.models.cvae, opengen.models.flows, opengen.models.gan, opengen.models.vae, opengen.models.vqvae  # noqa: F401 (registers their exercises)
 import opengen.tokens.prior  # noqa: F401 (registers its exercises)
+import opengen.diffusion.flow_matching, opengen.diffusion.latent  # noqa: F401 (registers their exercises)
 from .exercises import EXERCISES
 
 # %% ../nbs/07_grading.ipynb #07a00006
