@@ -231,6 +231,8 @@ def guidance_explorer(model, # a conditional model whose `sample` takes `guidanc
     "Digit, guidance scale s, seed, steps and sampler (the model's declared `samplers`, its default first) -> a grid×grid sample grid; results cached by settings."
     classes = classes or [str(i) for i in range(model.n_classes)]
     samplers = list(getattr(model, 'samplers', ('ddim', 'ddpm')))
+    default = getattr(model, 'defaults', {}).get('sampler')
+    if default in samplers: samplers.insert(0, samplers.pop(samplers.index(default)))   # the model's default first
     controls = [W.FloatSlider(scale, min=0., max=7.5, step=0.5, description='guidance s'),
                 W.Dropdown(options=[(c, i) for i, c in enumerate(classes)], value=digit, description='digit'),
                 W.IntSlider(0, min=0, max=99, description='seed'),

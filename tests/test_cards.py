@@ -65,6 +65,21 @@ def test_a_damaged_diffusion_arm_fails_its_card_test(tmp_path):
     assert 'evaluation[A1].check[labels].fid_clf' in failed, failed
 
 
+def test_a_cards_guidance_selection_is_its_default():
+    "Every card that chose its guidance scale on another seed ships that choice, at the sampler and steps it was chosen for."
+    from opengen.diffusion.guidance import choose_guidance_scale
+    chosen = 0
+    for name in NAMES:
+        h = read_meta(WEIGHTS_DIR / f'{name}.safetensors')
+        sel, cfg = h['meta'].get('guidance_selection'), h['config']
+        if not sel: continue
+        chosen += 1
+        assert sel['seed'] != 0 and choose_guidance_scale(sel['rows'], sel['min_accuracy']) == sel['chosen_s'] == cfg['guidance_scale'], name
+        assert all(sel.get(k, cfg[k]) == cfg[k] for k in ('sampler', 'steps')), (name, sel, cfg)
+        assert {k: h['meta']['sampler_defaults'][k] for k in ('sampler', 'steps', 'guidance_scale')} == {k: cfg[k] for k in ('sampler', 'steps', 'guidance_scale')}, name
+    assert chosen >= 3
+
+
 def test_cards_render_their_figures():
     "The Markdown card beside each weight shows the figures of its header (a card that went stale would differ)."
     for name in NAMES:

@@ -163,6 +163,32 @@ def test_the_shipped_model_meets_its_acceptance():
     m = load_pretrained('fm_cond_mnist')
     meta = m.meta
     assert meta['sampler_defaults']['nfe'] <= 16 and meta['eval_n'] == 1000
-    assert meta['sampler_defaults']['nfe'] == HeunSampler().set_timesteps(m.defaults['steps']).nfe if m.defaults['sampler'] == 'heun' else True
+    assert meta['sampler_defaults']['nfe'] == m.nfe() == make_ode_sampler(m.defaults['sampler']).set_timesteps(m.defaults['steps']).nfe
     assert meta['metrics']['accuracy'] >= 0.99
     assert meta['metrics']['fid_clf'] <= 2 * reference_row('mnist', 1000)['fid_clf']
+
+
+def test_the_recipe_chooses_the_scale_on_seed_one_and_adopts_it(monkeypatch):
+    "A flow recipe's `finish`: `guidance_study` on seed 1 at the default sampler, the scale `choose_guidance_scale` picks becomes the default and the saved config."
+    import opengen.diffusion.guidance as G
+    from opengen.checkpoints import RECIPES
+    from opengen.diffusion.flow_matching import flow_matching_finish
+    calls = []
+    def fake_study(model, scales, n, seed, dataset, **options):
+        calls.append(dict(scales=scales, n=n, seed=seed, **options))
+        return [{'s': s, 'accuracy': a, 'fid_clf': f} for s, a, f in zip(scales, (0.95, 0.99, 1.0), (1.2, 1.5, 2.0))]
+    monkeypatch.setattr(G, 'guidance_study', fake_study)
+    m = FlowMatching(unet=unet_preset('tiny', n_classes=10), sampler='euler', steps=4)
+    class Learn: history = [{'valid_loss': 0.5}]
+    meta = flow_matching_finish(scales=(1, 1.5, 2), min_accuracy=0.98)(m, Learn(), 'mnist', 1000)
+    assert calls == [dict(scales=(1, 1.5, 2), n=500, seed=1, sampler='euler', steps=4)]
+    sel = meta['guidance_selection']
+    assert sel['chosen_s'] == 1.5 and sel['sampler'] == 'euler' and sel['steps'] == 4       # s = 1 has the lower FID but misses 98 %
+    assert m.defaults['guidance_scale'] == m.config['guidance_scale'] == 1.5
+    assert meta['sampler_defaults'] == {'steps': 4, 'guidance_scale': 1.5, 'sampler': 'euler', 'nfe': 4}
+    # other options are chosen for, and adopted, only when asked; `adopt=False` leaves the model alone
+    sel = G.select_guidance_scale(m, scales=(1, 1.5, 2), min_accuracy=0.9, adopt=False, sampler='heun', steps=3)
+    assert sel['chosen_s'] == 1 and calls[-1]['sampler'] == 'heun' and m.defaults['sampler'] == 'euler' and m.defaults['guidance_scale'] == 1.5
+    G.select_guidance_scale(m, scales=(1, 1.5, 2), min_accuracy=0.9, sampler='heun', steps=3)
+    assert m.defaults == {'steps': 3, 'guidance_scale': 1, 'sampler': 'heun'} and m.config['sampler'] == 'heun' and m.nfe() == 5
+    assert RECIPES['ldm_cond_mnist'].config['sampler'] == 'euler'

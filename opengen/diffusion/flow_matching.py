@@ -6,7 +6,7 @@
 __all__ = ['ODE_SAMPLERS', 'fm_path', 'velocity_target', 'ring_means', 'ring_samples', 'gmm_log_density', 'gmm_velocity',
            'sliced_wasserstein', 'MLPVelocity', 'toy_loaders', 'velocity_to_x0', 'velocity_to_eps', 'eps_to_velocity',
            'eps_to_score', 'ddpm_to_fm_time', 'ODESampler', 'EulerSampler', 'HeunSampler', 'euler_step', 'heun_step',
-           'make_ode_sampler', 'ode_solve', 'FMTrainCB', 'FlowMatching', 'flow_matching_card']
+           'make_ode_sampler', 'ode_solve', 'FMTrainCB', 'FlowMatching', 'flow_matching_card', 'flow_matching_finish']
 
 # %% ../../nbs/28_flow_matching.ipynb #9d6eb40d
 import math
@@ -20,7 +20,7 @@ from ..data import ArrayLoader
 from ..learner import SimpleDLs, TrainCB
 from ..metrics import save_evaluated
 from .ddpm import Denoiser
-from .guidance import guided
+from .guidance import guided, select_guidance_scale
 from .samplers import RangeStats, check_range
 from .unet import UNet, unet_preset
 
@@ -243,6 +243,10 @@ class FlowMatching(Denoiser):
         self.p_uncond = p_uncond
         self.defaults = dict(steps=steps, guidance_scale=guidance_scale, sampler=sampler)
 
+    def nfe(self, sampler: str | None = None, steps: int | None = None) -> int:
+        "Network evaluations per sample with `sampler` and `steps` (default: the model's defaults); a guided evaluation counts once."
+        return make_ode_sampler(sampler or self.defaults['sampler']).set_timesteps(steps or self.defaults['steps']).nfe
+
     @property
     def shape(self) -> tuple: "The shape of one sample the U-Net works on (C, H, W)."; return (self.net.in_ch, *self.net.size)
 
@@ -289,15 +293,21 @@ class FlowMatching(Denoiser):
 # %% ../../nbs/28_flow_matching.ipynb #ab7e6cf4
 def flow_matching_card(model, learn, dataset: str, eval_n: int) -> dict:
     "The card entries of a trained flow-matching model: its data, sampling defaults (with their NFE) and final validation loss."
-    nfe = make_ode_sampler(model.defaults['sampler']).set_timesteps(model.defaults['steps']).nfe
-    return {'data': f'{dataset} train, {model.data_note}', 'sampler_defaults': {**model.defaults, 'nfe': nfe},
+    return {'data': f'{dataset} train, {model.data_note}', 'sampler_defaults': {**model.defaults, 'nfe': model.nfe()},
             'nfe_note': 'a guided evaluation (conditional and unconditional halves in one batch) counts as one NFE',
             'metrics': {'valid_loss': round(learn.history[-1].get('valid_loss', float('nan')), 5)}}
+
+def flow_matching_finish(scales: tuple = (1, 1.5, 2, 3), min_accuracy: float = 0.98, seed: int = 1, n: int = 500):
+    "A recipe's `finish` for a conditional flow-matching model: the guidance scale chosen on sampling seed `seed` at the default sampler and steps (`select_guidance_scale`, adopted as the default), then `flow_matching_card`."
+    def finish(model, learn, dataset: str, eval_n: int) -> dict:
+        selection = select_guidance_scale(model, seed=seed, n=n, scales=scales, min_accuracy=min_accuracy, dataset=dataset)
+        return {**flow_matching_card(model, learn, dataset, eval_n), 'guidance_selection': selection}
+    return finish
 
 _FM_CARD = 'Flow matching (straight path) on {dataset}: small U-Net regressing the velocity, label dropout p_uncond={p_uncond}, one-cycle AdamW, EMA weights; default sampler {sampler}, {steps} steps.'
 register_recipe(
     Recipe('fm_cond', FlowMatching, dict(unet=unet_preset('small', n_classes=10), p_uncond=0.1), epochs=16,
-           fit=dict(snapshots=True), description=_FM_CARD, finish=flow_matching_card, save=save_evaluated))
+           fit=dict(snapshots=True), description=_FM_CARD, finish=flow_matching_finish(min_accuracy=0.99), save=save_evaluated))
 
 # %% ../../nbs/28_flow_matching.ipynb #8787903e
 _fm_path, _velocity_target = fm_path, velocity_target   # the exercises below may redefine these names in a notebook

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['GUIDANCE_SCALES', 'cfg_combine', 'drop_to_null', 'guided', 'guided_eps', 'guidance_cost', 'guidance_study',
-           'choose_guidance_scale', 'record_guidance_selection']
+           'choose_guidance_scale', 'select_guidance_scale', 'record_guidance_selection']
 
 # %% ../../nbs/23_cfg.ipynb #2691bff5
 import time
@@ -85,13 +85,24 @@ def choose_guidance_scale(rows: list[dict], # rows of `guidance_study`
     ok = [r for r in rows if r['accuracy'] >= min_accuracy] or rows
     return min(ok, key=lambda r: r['fid_clf'])['s']
 
+def select_guidance_scale(model, # a conditional `Diffusion` or flow-matching model
+                          seed: int = 1, n: int = 500, scales: tuple = (1, 1.5, 2, 3), min_accuracy: float = 0.98,
+                          dataset: str = 'mnist', adopt: bool = True,
+                          **sample_options) -> dict: # e.g. sampler, steps: instead of the model's defaults
+    "Run `guidance_study` on sampling seed `seed` (not the seed a card reports) at the model's default sampler and steps (or `sample_options`), pick the scale with `choose_guidance_scale`; `adopt`: make the scale and the options the model's defaults (`defaults` and the saved `config`). Returns the record a card keeps as `meta['guidance_selection']`."
+    d = {**{k: v for k, v in model.defaults.items() if k != 'guidance_scale'}, **sample_options}   # what the scale is chosen for
+    rows = guidance_study(model, scales=scales, n=n, seed=seed, dataset=dataset, **d)
+    s = choose_guidance_scale(rows, min_accuracy)
+    if adopt:
+        for k, v in {**d, 'guidance_scale': s}.items(): model.defaults[k] = model.config[k] = v
+    return {'seed': seed, 'n': n, 'min_accuracy': min_accuracy, **d, 'rows': rows, 'chosen_s': s}
+
 def record_guidance_selection(path: str | Path, # a conditional `Diffusion` model's weights
                               seed: int = 1, n: int = 500, scales: tuple = (1, 1.5, 2, 3), min_accuracy: float = 0.98) -> Path:
-    "Run `guidance_study` on sampling seed `seed` (not the seed the card reports) and store it with the scale `choose_guidance_scale` picks as `meta['guidance_selection']`; the tensors stay as they are."
-    rows = guidance_study(load(path), scales=scales, n=n, seed=seed)
+    "Store `select_guidance_scale`'s record (without adopting its scale) as `meta['guidance_selection']`; the tensors stay as they are."
+    record = select_guidance_scale(load(path), seed=seed, n=n, scales=scales, min_accuracy=min_accuracy, adopt=False)
     tensors, header = read_safetensors(path)
-    header['meta']['guidance_selection'] = {'seed': seed, 'n': n, 'min_accuracy': min_accuracy, 'rows': rows,
-                                            'chosen_s': choose_guidance_scale(rows, min_accuracy)}
+    header['meta']['guidance_selection'] = record
     write_safetensors(path, tensors, header); write_model_card(path)
     return Path(path)
 
