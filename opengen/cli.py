@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_WEIGHTS', 'DIFFUSION_OPTIONS', 'CLIError', 'sample_name', 'writable_file', 'writable_dir', 'cmd_grade',
-           'recipe_table', 'cmd_train', 'cmd_sample', 'cmd_bench', 'main']
+           'recipe_table', 'launch_data_parallel', 'cmd_train', 'cmd_sample', 'cmd_bench', 'main']
 
 # %% ../nbs/31_cli.ipynb #dd2951fd
 import argparse, math, os, sys
@@ -14,7 +14,7 @@ import torch
 
 from .checkpoints import RECIPES, available_pretrained, get_recipe, load, load_pretrained
 from .data import to_png
-from .learner import train
+from .learner import is_main_process, leave_distributed, train
 from .models.ae import AE
 from .models.vae import VAE
 from .models.gan import GAN
@@ -89,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--seed', type=int, default=None, help="training seed (default: the recipe's)")
     t.add_argument('--device', default=None, help="cpu, cuda, mps (default: best available)")
     t.add_argument('--eval-n', type=int, default=None, help="samples of the card's evaluation (default: the recipe's, 1000; it costs minutes)")
+    t.add_argument('--nproc', type=int, default=1, help='data-parallel processes on this machine, launched with torchrun (gloo on CPU, '
+                   'nccl with --device cuda); --n-train and batch are per process. Under torchrun itself, leave it out')
     s = sub.add_parser('sample', help='draw samples into a PNG grid')
     s.add_argument('model', choices=sorted(DEFAULT_WEIGHTS))
     s.add_argument('--digit', type=int, default=None, help='class to generate (conditional models), 0-9')
@@ -131,9 +133,29 @@ def recipe_table() -> str:
     return '\n'.join(f'{name:22s} {r.cls.__name__:16s} {r.epochs:3d} epochs  {"shipped" if name in shipped else ""}'
                      for name, r in sorted(RECIPES.items()))
 
+def _without_option(argv: list, name: str) -> list:
+    "`argv` without the option `name` and its value (`--name N` or `--name=N`)."
+    out, skip = [], False
+    for x in argv:
+        if skip: skip = False
+        elif x == name: skip = True
+        elif not x.startswith(name + '='): out.append(x)
+    return out
+
+def launch_data_parallel(nproc: int, argv: list) -> None:
+    "Run `opengen <argv>` (without `--nproc`) as `nproc` data-parallel processes on this machine: `torchrun --standalone --nproc_per_node=nproc -m opengen.cli ...`."
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1: raise CLIError('--nproc: this process was started by torchrun already; leave --nproc out')
+    from torch.distributed.run import get_args_parser, run
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    try: run(get_args_parser().parse_args(['--standalone', f'--nproc_per_node={nproc}', '-m', 'opengen.cli', *_without_option(argv, '--nproc')]))
+    except ChildFailedError as e:
+        raise CLIError(f'a training process failed ({", ".join(f"rank {r}: exit {f.exitcode}" for r, f in e.failures.items())}); '
+                       'its checkpoint, if one was written, resumes with --resume') from None
+
 def cmd_train(a) -> str:
     "Run the recipe `a.model` (its shipped card's recipe, with the given changes); returns the path of the saved weights."
     if a.model is None: print(recipe_table()); return ''
+    if a.nproc < 1: raise CLIError(f'--nproc must be >= 1, got {a.nproc}')
     r, ds = get_recipe(a.model, a.dataset)                    # an unknown name: a ValueError listing the recipes
     if a.out is None: raise CLIError('--out is required: the folder for the weights, model card, loss curves and training state')
     if a.epochs is not None and a.epochs < 1: raise CLIError(f'--epochs must be >= 1, got {a.epochs}')
@@ -142,13 +164,16 @@ def cmd_train(a) -> str:
     out = writable_dir(a.out)
     if a.resume and not (out / 'train_state.safetensors').exists():
         raise CLIError(f'--resume: no {out / "train_state.safetensors"} to resume from')
+    if a.nproc > 1:
+        launch_data_parallel(a.nproc, a.argv); return str(out / f'{r.weights_name(ds)}.safetensors')
     config = {} if a.latent_dim is None else {'latent_dim': a.latent_dim}
     r.build(**config)                                         # a constructor argument the recipe's class lacks fails here, before training
     fit = {k: v for k, v in dict(n_train=a.n_train, seed=a.seed, device=a.device).items() if v is not None}
     path = out / f'{r.weights_name(ds)}.safetensors'
     train(r.weights_name(), epochs=a.epochs, dataset=ds, out=path, eval_n=a.eval_n, config=config, out_dir=out, resume=a.resume,
           progress=sys.stdout.isatty(), **fit)
-    print(f'saved {path} (model card {path.with_suffix(".md")})')
+    if is_main_process(): print(f'saved {path} (model card {path.with_suffix(".md")})')
+    leave_distributed()
     return str(path)
 
 def _check_sample_args(a, model):
@@ -219,6 +244,7 @@ def cmd_bench(a) -> list:
 def main(argv: list | None = None) -> int:
     "Entry point of the `opengen` console script."
     a = _parser().parse_args(argv)   # argparse prints usage + a one-line error and exits 2 on bad syntax
+    a.argv = list(sys.argv[1:] if argv is None else map(str, argv))   # what --nproc relaunches
     try:
         if a.cmd == 'train': cmd_train(a)
         elif a.cmd == 'sample': cmd_sample(a)
@@ -233,3 +259,7 @@ def main(argv: list | None = None) -> int:
         print(f'opengen {a.cmd}: interrupted' + (' (resume with --resume)' if a.cmd == 'train' else ''), file=sys.stderr)
         return 130
     return 0
+
+# %% ../nbs/31_cli.ipynb #760dd0f3
+if __name__ == '__main__' and 'get_ipython' not in globals(): sys.exit(main())   # python -m opengen.cli (not in a notebook)
+

@@ -126,19 +126,25 @@ class ArrayLoader:
                  drop_last: bool = False, # drop the last incomplete batch
                  pixel_range: tuple = (0., 1.), # float range of the images in a batch
                  seed: int = 0, # seed of the loader's own shuffling generator
-                 device=None): # where batches live; `None` keeps the data where it is
+                 device=None, # where batches live; `None` keeps the data where it is
+                 rank: int = 0, world_size: int = 1): # data-parallel: this process's share of every batch of `world_size` processes
         if len(x) != len(y): raise ValueError(f"{len(x)} images but {len(y)} labels")
         if bs < 1: raise ValueError(f"batch size must be >= 1, got {bs}")
         if len(x) == 0: raise ValueError("cannot make batches from an empty dataset")
+        if not 0 <= rank < world_size: raise ValueError(f"rank must be in 0..{world_size - 1} for {world_size} processes, got {rank}")
         dev = None if device is None else get_device(device)
         self.x, self.y = (x, y) if dev is None else (x.to(dev), y.to(dev))
         self.bs, self.shuffle, self.drop_last, self.pixel_range = bs, shuffle, drop_last, tuple(pixel_range)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.rank, self.world_size = rank, world_size
+        self.gen = torch.Generator().manual_seed(seed)   # the same seed on every rank: one order, split between the ranks
         self._epoch_state, self._pos, self._start, self._in_epoch = None, 0, 0, False
 
+    @property
+    def global_bs(self) -> int: "The batch of all ranks together: `bs` × `world_size` (= `bs` in one process)."; return self.bs * self.world_size
+
     def __len__(self):
-        n = len(self.x)
-        return n // self.bs if self.drop_last else math.ceil(n / self.bs)
+        n, B = len(self.x), self.global_bs
+        return n // B if self.drop_last else math.ceil(n / B)
 
     def __iter__(self):
         self._epoch_state = self.gen.get_state()   # to replay this epoch's order on resume
@@ -146,10 +152,11 @@ class ArrayLoader:
         idx = torch.randperm(n, generator=self.gen) if self.shuffle else torch.arange(n)
         idx = idx.to(self.x.device)
         start, self._start, self._in_epoch = self._start, 0, True
+        B = self.global_bs
         for i in range(start, len(self)):
-            b = idx[i * self.bs:(i + 1) * self.bs]
-            self._pos = i + 1   # batches served so far this epoch
-            yield self.collate(self.x[b]), self.y[b]
+            b = idx[i * B:(i + 1) * B][self.rank * self.bs:(self.rank + 1) * self.bs]   # this rank's part of global batch i
+            self._pos = i + 1   # batches served so far this epoch (the same count on every rank)
+            if len(b): yield self.collate(self.x[b]), self.y[b]     # a short last batch can leave a rank without images
         self._in_epoch = False
 
     @property
@@ -192,13 +199,15 @@ def get_dls(name: str = 'mnist', # 'mnist' or 'fashion'
             n_valid: int | None = None, # likewise for the test split used for validation
             root=None, # data root (see `opengen.core.data_root`)
             seed: int = 0, # seed for the subset and the shuffling
-            device=None # put the data on this device (e.g. 'cuda'); `None` keeps it on the CPU
+            device=None, # put the data on this device (e.g. 'cuda'); `None` keeps it on the CPU
+            rank: int = 0, world_size: int = 1 # data-parallel: this process's share (see `ArrayLoader`)
            ) -> DataLoaders:
-    "Training and validation `ArrayLoader`s for `name`."
+    "Training and validation `ArrayLoader`s for `name` (each rank of a data-parallel run gets its share of every batch)."
     tr = subset(load_dataset(name, 'train', root), n_train, seed)
     va = subset(load_dataset(name, 'test', root), n_valid, seed)
-    return DataLoaders(ArrayLoader(tr.x, tr.y, bs, shuffle=True, drop_last=True, pixel_range=pixel_range, seed=seed, device=device),
-                       ArrayLoader(va.x, va.y, bs * 2, pixel_range=pixel_range, device=device),
+    shard = dict(rank=rank, world_size=world_size)
+    return DataLoaders(ArrayLoader(tr.x, tr.y, bs, shuffle=True, drop_last=True, pixel_range=pixel_range, seed=seed, device=device, **shard),
+                       ArrayLoader(va.x, va.y, bs * 2, pixel_range=pixel_range, device=device, **shard),
                        tr.classes, tr.name)
 
 # %% ../nbs/01_data.ipynb #12844dfb
