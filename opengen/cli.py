@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_WEIGHTS', 'DIFFUSION_OPTIONS', 'CLIError', 'sample_name', 'writable_file', 'writable_dir', 'cmd_grade',
-           'recipe_table', 'launch_data_parallel', 'cmd_train', 'cmd_sample', 'cmd_bench', 'main']
+           'recipe_table', 'launch_data_parallel', 'cmd_train', 'cmd_sample', 'bench_sampling', 'bench_training',
+           'cmd_bench', 'main']
 
 # %% ../nbs/31_cli.ipynb #dd2951fd
 import argparse, math, os, sys
@@ -21,7 +22,8 @@ from .models.gan import GAN
 from .models.flows import ImageFlow
 from .diffusion.ddpm import Diffusion
 from .diffusion.text import TextDiffusion
-from .diffusion.samplers import sampling_throughput
+from .core import get_device, hardware_info
+from .metrics import draw_samples
 from .diffusion.unet import UNet, train_step_ms, unet_preset
 from .grading import grade_class
 from .tokens.prior import TokenPrior
@@ -106,8 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument('--top-k', type=int, default=None, help="dalle: draw each code from the k most likely (default: the model's)")
     sub.add_parser('list', help='list the shipped pretrained weights')
     b = sub.add_parser('bench', help='print sampling and training throughput on this machine')
-    b.add_argument('--weights', default=None, help='diffusion weights to time (default: the shipped ddpm_cond_mnist)')
-    b.add_argument('-n', type=int, default=64, help='images per sampling measurement')
+    b.add_argument('--models', default=None, help='shipped weights to time, comma-separated (default: every shipped generative model)')
+    b.add_argument('-n', type=int, default=50, help='images per sampling run (a multiple of 10)')
+    b.add_argument('--repeats', type=int, default=3, help='timed sampling runs per model (the median is printed)')
     b.add_argument('--presets', default='tiny,small,base', help='U-Net presets whose training throughput to measure')
     gr = sub.add_parser('grade', help="grade a class's submitted notebooks: a CSV row and a feedback file per student")
     gr.add_argument('submissions', metavar='SUBMISSIONS_DIR', help='one folder per student (or the notebooks themselves), e.g. nbgrader\'s submitted/')
@@ -224,22 +227,45 @@ def cmd_sample(a) -> str:
     print(f'wrote {a.n} samples to {out}')
     return str(out)
 
-def cmd_bench(a) -> list:
-    "Print sampling throughput (images/s) of a diffusion model at 25/50/100 DDIM steps, with and without guidance, and training throughput per U-Net preset."
-    model = load(a.weights) if a.weights else load_pretrained(DEFAULT_WEIGHTS['ddpm'])
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads; model {type(model).__name__} '
-          f'{sum(p.numel() for p in model.parameters()):,} params; n = {a.n} images per measurement')
+def bench_sampling(names: list | None = None, # shipped weights (default: every shipped generative model)
+                   n: int = 50, repeats: int = 3) -> list[dict]:
+    "Seconds per image of each shipped generative model at its default sampling settings on this machine: the median of `repeats` timed runs of `n` images (after one warm-up), drawn as `evaluate` draws them."
     rows = []
-    for steps in (25, 50, 100):
-        for s in (1.0, 2.0):
-            ips = sampling_throughput(model, n=a.n, steps=steps, guidance_scale=s)
-            rows.append(('sample', f'DDIM {steps:3d} steps, s = {s:g} ({"no guidance" if s == 1 else "guided: 2 passes"})', ips))
-            print(f'sampling  DDIM {steps:3d} steps  {"guided (s=2)  " if s != 1 else "conditional  "} {ips:8.1f} images/s')
-    for name in a.presets.split(','):
-        ms = train_step_ms(UNet(**unet_preset(name, n_classes=10)), bs=128, n_classes=10)
-        rows.append(('train', name, 128 / ms * 1000))
-        print(f'training  U-Net {name:6s} batch 128   {128 / ms * 1000:8.1f} images/s   ({ms:.0f} ms/step)')
+    for name in names or available_pretrained():
+        m = load_pretrained(name)
+        if not hasattr(m, 'sample'): continue                      # a domain classifier: nothing to sample
+        draw_samples(m, 10, bs=10)                                # warm-up
+        times = sorted(draw_samples(m, n, bs=n, seed=r)[2] for r in range(repeats))
+        d = getattr(m, 'defaults', {})
+        rows.append({'model': name, 'class': type(m).__name__, 'defaults': ', '.join(f'{k} {v}' for k, v in d.items()) or '–',
+                     's/image': times[len(times) // 2] / n})
     return rows
+
+def bench_training(presets: list, bs: int = 128) -> list[dict]:
+    "Training images per second of a class-conditional U-Net of each preset (one diffusion training step: forward, backward, AdamW)."
+    rows = []
+    for name in presets:
+        ms = train_step_ms(UNet(**unet_preset(name, n_classes=10)), bs=bs, n_classes=10)
+        rows.append({'U-Net preset': name, 'batch': bs, 'ms/step': ms, 'images/s': bs / ms * 1000})
+    return rows
+
+def cmd_bench(a) -> tuple[list, list]:
+    "Print the sampling seconds per image of every shipped generative model at its defaults, and the training throughput per U-Net preset."
+    if a.n < 10 or a.n % 10: raise CLIError(f'-n must be a multiple of 10 (one image per class), at least 10, got {a.n}')
+    if a.repeats < 1: raise CLIError(f'--repeats must be >= 1, got {a.repeats}')
+    names = a.models.split(',') if a.models else None
+    bad = sorted(set(names or ()) - set(available_pretrained()))
+    if bad: raise CLIError(f'--models: no shipped weights named {", ".join(bad)}; see `opengen list`')
+    presets = a.presets.split(',')
+    for p in presets: unet_preset(p)                                # an unknown preset: its error, before minutes of sampling
+    print(f'torch {torch.__version__}, {hardware_info(get_device())}; '
+          f'sampling: n = {a.n} images per run, median of {a.repeats} runs')
+    samp = bench_sampling(names, a.n, a.repeats)
+    w = max(len(r['model']) for r in samp) if samp else 10
+    for r in samp: print(f"sampling  {r['model']:{w}s}  {r['s/image'] * 1000:9.2f} ms/image   ({r['defaults']})")
+    tr = bench_training(presets)
+    for r in tr: print(f"training  U-Net {r['U-Net preset']:6s} batch {r['batch']}  {r['images/s']:8.1f} images/s   ({r['ms/step']:.0f} ms/step)")
+    return samp, tr
 
 def main(argv: list | None = None) -> int:
     "Entry point of the `opengen` console script."

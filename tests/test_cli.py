@@ -93,6 +93,11 @@ def test_console_script_draws_the_digit_asked_for(tmp_path):
     ['train', 'nope', '--out', 'x'],
     ['train', 'cvae_fashion', '--dataset', 'mnist', '--out', 'x'],
     ['train', 'ddpm', '--eval-n', '15', '--out', 'x'],
+    ['train', 'cvae', '--nproc', '0', '--out', 'x'],
+    ['bench', '-n', '15'],
+    ['bench', '--repeats', '0'],
+    ['bench', '--models', 'nope'],
+    ['bench', '--presets', 'huge'],
 ])
 def test_bad_arguments_give_one_line(args, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -240,3 +245,12 @@ def test_train_lists_every_recipe_and_refuses_what_a_recipe_cannot_take(tmp_path
     assert rc == 0 and set(available_pretrained()) <= {line.split()[0] for line in out.splitlines()}
     rc, _, err = run(['train', 'ddpm_cond_mnist', '--latent-dim', '8', '--out', tmp_path], capsys)
     assert rc == 2 and 'takes no latent_dim' in err, err
+
+
+def test_bench_times_every_generative_model_it_is_given_and_each_preset(capsys):
+    "A printout, not a timed test: one sampling line per generative model (the classifier has nothing to sample), one training line per preset."
+    rc, out, err = run(['bench', '--models', 'cgan_mnist,classifier_mnist,ldm_cond_mnist', '-n', '10', '--repeats', '1', '--presets', 'tiny'], capsys)
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert [l.split()[:2] for l in lines[1:]] == [['sampling', 'cgan_mnist'], ['sampling', 'ldm_cond_mnist'], ['training', 'U-Net']]
+    assert 'ms/image' in lines[2] and '(steps 8, guidance_scale 1.25, sampler euler)' in lines[2] and 'images/s' in lines[3]
