@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['DEFAULT_WEIGHTS', 'DIFFUSION_OPTIONS', 'CLIError', 'sample_name', 'writable_file', 'writable_dir', 'cmd_grade',
            'recipe_table', 'launch_data_parallel', 'cmd_train', 'cmd_sample', 'bench_sampling', 'bench_training',
-           'cmd_bench', 'main']
+           'bench_time_to_accuracy', 'cmd_bench', 'main']
 
 # %% ../nbs/31_cli.ipynb #dd2951fd
-import argparse, math, os, sys
+import argparse, json, math, os, shutil, sys, tempfile
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ from .models.flows import ImageFlow
 from .diffusion.ddpm import Diffusion
 from .diffusion.text import TextDiffusion
 from .core import get_device, hardware_info
-from .metrics import draw_samples
+from .metrics import draw_samples, reference_row
 from .diffusion.unet import UNet, train_step_ms, unet_preset
 from .grading import grade_class
 from .tokens.prior import TokenPrior
@@ -31,6 +31,7 @@ import opengen.diffusion.ablation  # noqa: F401  (registers the ablation arms' r
 import opengen.models.vqvae  # noqa: F401  (registers the VQ-VAE's recipe)
 from .diffusion.flow_matching import FlowMatching
 from .diffusion.latent import LatentFlow
+from .speed import measure_recipe   # and the fast recipes of 32_speed
 
 # %% ../nbs/31_cli.ipynb #f066f31b
 DEFAULT_WEIGHTS = {'ae': 'ae_mnist', 'vae': 'vae_mnist', 'cvae': 'cvae_mnist',     # `opengen sample` model -> shipped weights
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--seed', type=int, default=None, help="training seed (default: the recipe's)")
     t.add_argument('--device', default=None, help="cpu, cuda, mps (default: best available)")
     t.add_argument('--eval-n', type=int, default=None, help="samples of the card's evaluation (default: the recipe's, 1000; it costs minutes)")
+    t.add_argument('--precision', choices=['fp32', 'bf16'], default=None, help="bf16: the forward pass under bfloat16 autocast where the device has it (default: the recipe's)")
     t.add_argument('--nproc', type=int, default=1, help='data-parallel processes on this machine, launched with torchrun (gloo on CPU, '
                    'nccl with --device cuda); --n-train and batch are per process. Under torchrun itself, leave it out')
     s = sub.add_parser('sample', help='draw samples into a PNG grid')
@@ -112,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument('-n', type=int, default=50, help='images per sampling run (a multiple of 10)')
     b.add_argument('--repeats', type=int, default=3, help='timed sampling runs per model (the median is printed)')
     b.add_argument('--presets', default='tiny,small,base', help='U-Net presets whose training throughput to measure')
+    b.add_argument('--train', nargs='?', const='fm_cond_fast', default=None, metavar='RECIPE',
+                   help='also train RECIPE (default fm_cond_fast) from scratch and print its time to 95 %% and 99 %% conditional accuracy (minutes)')
+    b.add_argument('--train-epochs', type=int, default=None, help="--train: epochs (default: the recipe's)")
+    b.add_argument('--train-eval-n', type=int, default=1000, help='--train: images per snapshot evaluation (a multiple of 10)')
+    b.add_argument('--n-train', type=int, default=None, help='--train: a random subset of the training set (quick runs)')
+    b.add_argument('--seed', type=int, default=0, help='--train: training and sampling seed')
+    b.add_argument('--json', default=None, metavar='FILE', help='also write every figure to FILE (JSON)')
     gr = sub.add_parser('grade', help="grade a class's submitted notebooks: a CSV row and a feedback file per student")
     gr.add_argument('submissions', metavar='SUBMISSIONS_DIR', help='one folder per student (or the notebooks themselves), e.g. nbgrader\'s submitted/')
     gr.add_argument('--out', default='grades.csv', help='the CSV to write; feedback/ is written beside it')
@@ -171,7 +180,7 @@ def cmd_train(a) -> str:
         launch_data_parallel(a.nproc, a.argv); return str(out / f'{r.weights_name(ds)}.safetensors')
     config = {} if a.latent_dim is None else {'latent_dim': a.latent_dim}
     r.build(**config)                                         # a constructor argument the recipe's class lacks fails here, before training
-    fit = {k: v for k, v in dict(n_train=a.n_train, seed=a.seed, device=a.device).items() if v is not None}
+    fit = {k: v for k, v in dict(n_train=a.n_train, seed=a.seed, device=a.device, precision=a.precision).items() if v is not None}
     path = out / f'{r.weights_name(ds)}.safetensors'
     train(r.weights_name(), epochs=a.epochs, dataset=ds, out=path, eval_n=a.eval_n, config=config, out_dir=out, resume=a.resume,
           progress=sys.stdout.isatty(), **fit)
@@ -249,15 +258,38 @@ def bench_training(presets: list, bs: int = 128) -> list[dict]:
         rows.append({'U-Net preset': name, 'batch': bs, 'ms/step': ms, 'images/s': bs / ms * 1000})
     return rows
 
-def cmd_bench(a) -> tuple[list, list]:
-    "Print the sampling seconds per image of every shipped generative model at its defaults, and the training throughput per U-Net preset."
+def bench_time_to_accuracy(name: str = 'fm_cond_fast', # a recipe
+                           epochs: int | None = None, n: int = 1000, seed: int = 0, # epochs (default: the recipe's); images per snapshot; seed
+                           **fit_options) -> dict: # e.g. n_train for a quick run
+    "Train recipe `name` from scratch in a temporary folder and measure its snapshot after every epoch (`opengen.speed.measure_recipe`): the time to 95 % and 99 % conditional accuracy."
+    run = Path(tempfile.mkdtemp(prefix='opengen_bench_'))
+    try: return measure_recipe(name, run, epochs=epochs, n=n, sample_seed=seed, seed=seed, show=False, **fit_options)
+    finally: shutil.rmtree(run, ignore_errors=True)
+
+def _print_time_to_accuracy(r: dict, ref_fid: float) -> None:
+    "The printout of `bench --train`: a line per snapshot, then the times to 95 % and 99 % and the final FID against the real data's."
+    for s in r['snapshots']:
+        print(f"train     {r['recipe']}  epoch {s['epoch']:2d}  {s['wall_time_s']:7.1f} s   accuracy {s['accuracy']:.3f}   FID {s['fid_clf']:7.2f}")
+    t = lambda v: 'not reached' if v is None else f'{v:.0f} s ({v / 60:.1f} min)'
+    print(f"train     {r['recipe']}: {r['precision']}, {r['epochs']} epochs in {r['wall_time_s']:.0f} s; time to 95 %: {t(r['t95_s'])}; "
+          f"to 99 %: {t(r['t99_s'])}; final FID {r['fid_clf']:.2f} = {r['fid_clf'] / ref_fid:.1f}x the real data's {ref_fid:.2f} "
+          f"(n = {r['snapshots'][-1]['n']} per snapshot, {r['snapshots'][-1]['sample_steps']} sampling steps)")
+
+def cmd_bench(a) -> tuple[list, list, dict | None]:
+    "Print the sampling seconds per image of every shipped generative model at its defaults, the training throughput per U-Net preset and, with `--train`, a fast recipe's time to 95 % and 99 % accuracy."
     if a.n < 10 or a.n % 10: raise CLIError(f'-n must be a multiple of 10 (one image per class), at least 10, got {a.n}')
     if a.repeats < 1: raise CLIError(f'--repeats must be >= 1, got {a.repeats}')
     names = a.models.split(',') if a.models else None
     bad = sorted(set(names or ()) - set(available_pretrained()))
     if bad: raise CLIError(f'--models: no shipped weights named {", ".join(bad)}; see `opengen list`')
     presets = a.presets.split(',')
+    out = None if a.json is None else writable_file(a.json, '.json', '--json')
     for p in presets: unet_preset(p)                                # an unknown preset: its error, before minutes of sampling
+    if a.train is not None:                                         # a recipe that does not exist, before minutes of sampling
+        get_recipe(a.train)
+        if a.train_eval_n < 10 or a.train_eval_n % 10: raise CLIError(f'--train-eval-n must be a multiple of 10, at least 10, got {a.train_eval_n}')
+        if a.train_epochs is not None and a.train_epochs < 1: raise CLIError(f'--train-epochs must be >= 1, got {a.train_epochs}')
+        if a.n_train is not None and a.n_train < 128: raise CLIError(f'--n-train must be >= 128 (one batch), got {a.n_train}')
     print(f'torch {torch.__version__}, {hardware_info(get_device())}; '
           f'sampling: n = {a.n} images per run, median of {a.repeats} runs')
     samp = bench_sampling(names, a.n, a.repeats)
@@ -265,7 +297,15 @@ def cmd_bench(a) -> tuple[list, list]:
     for r in samp: print(f"sampling  {r['model']:{w}s}  {r['s/image'] * 1000:9.2f} ms/image   ({r['defaults']})")
     tr = bench_training(presets)
     for r in tr: print(f"training  U-Net {r['U-Net preset']:6s} batch {r['batch']}  {r['images/s']:8.1f} images/s   ({r['ms/step']:.0f} ms/step)")
-    return samp, tr
+    run = None
+    if a.train is not None:
+        run = bench_time_to_accuracy(a.train, a.train_epochs, a.train_eval_n, a.seed, **({} if a.n_train is None else {'n_train': a.n_train}))
+        _print_time_to_accuracy(run, reference_row('mnist', a.train_eval_n)['fid_clf'])
+    if out is not None:
+        out.write_text(json.dumps({'torch': torch.__version__, 'hardware': hardware_info(get_device()), 'sampling': samp,
+                                   'training': tr, 'time_to_accuracy': run}, indent=1) + '\n')
+        print(f'wrote {out}')
+    return samp, tr, run
 
 def main(argv: list | None = None) -> int:
     "Entry point of the `opengen` console script."

@@ -254,3 +254,20 @@ def test_bench_times_every_generative_model_it_is_given_and_each_preset(capsys):
     lines = out.strip().splitlines()
     assert [l.split()[:2] for l in lines[1:]] == [['sampling', 'cgan_mnist'], ['sampling', 'ldm_cond_mnist'], ['training', 'U-Net']]
     assert 'ms/image' in lines[2] and '(steps 8, guidance_scale 1.25, sampler euler)' in lines[2] and 'images/s' in lines[3]
+
+
+def test_bench_train_trains_the_fast_recipe_and_prints_its_time_to_accuracy(tmp_path, capsys):
+    "A printout: a line per epoch's snapshot, then the times to 95 % and 99 % (not reached by a 2-epoch run on 256 images) and the FID ratio; --json keeps every figure."
+    rc, out, err = run(['bench', '--models', 'cgan_mnist', '-n', '10', '--repeats', '1', '--presets', 'tiny', '--train',
+                        '--train-epochs', '2', '--n-train', '256', '--train-eval-n', '20', '--json', tmp_path / 'b.json'], capsys)
+    assert rc == 0, err
+    lines = [l for l in out.splitlines() if l.startswith('train ')]
+    assert [l.split()[1:4] for l in lines[:2]] == [['fm_cond_fast', 'epoch', '1'], ['fm_cond_fast', 'epoch', '2']]
+    assert 'time to 95 %: not reached' in lines[2] and "x the real data's" in lines[2] and '8 sampling steps' in lines[2]
+    import json
+    b = json.loads((tmp_path / 'b.json').read_text())
+    assert [s['epoch'] for s in b['time_to_accuracy']['snapshots']] == [1, 2] and b['sampling'][0]['model'] == 'cgan_mnist'
+    for bad, msg in [(['--train', 'nope'], 'No recipe named'), (['--train', '--train-eval-n', '15'], '--train-eval-n must be'),
+                     (['--train', '--n-train', '5'], '--n-train must be'), (['--json', tmp_path], 'must be a .json file')]:
+        rc, _, err = run(['bench', '--models', 'cgan_mnist', *map(str, bad)], capsys)
+        assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1, (bad, err)

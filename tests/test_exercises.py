@@ -22,6 +22,7 @@ import opengen.models.flows  # noqa: F401
 import opengen.models.gan  # noqa: F401
 import opengen.models.vae  # noqa: F401
 import opengen.models.vqvae  # noqa: F401
+import opengen.speed  # noqa: F401
 import opengen.tokens.prior  # noqa: F401
 from opengen.exercises import BEGIN, END, EXERCISES, check, run_check, student_notebook
 

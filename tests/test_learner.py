@@ -100,3 +100,29 @@ def test_metrics_files(tmp_path):
 def test_bad_fit_arguments():
     learn = Learner(nn.Linear(2, 1), synthetic_regression(), F.mse_loss, device='cpu')
     with pytest.raises(ValueError, match='n_epochs'): learn.fit(-1)
+
+
+def test_bf16_runs_the_forward_pass_in_bfloat16_keeps_fp32_weights_and_falls_back_with_a_line(monkeypatch, capsys):
+    from opengen.learner import bf16_supported, fit
+    seen = []
+    class Seen(Callback):
+        def after_loss(self, learn): seen.append((learn.preds.dtype, learn.loss.dtype))
+    dls = get_dls('mnist', bs=64, n_train=1280, n_valid=256)
+    def run(precision):
+        torch.manual_seed(0); m = tiny_cnn(); seen.clear()
+        learn = fit(m, dls=dls, epochs=2, loss_func=F.cross_entropy, lr=1e-2, precision=precision, ema=None,
+                    show=False, progress=False, extra_cbs=[Seen()])
+        return m, learn, seen[-1]
+    m32, l32, dt32 = run('fp32')
+    assert dt32 == (torch.float32, torch.float32) and l32.precision == 'fp32'
+    m16, l16, dt16 = run('bf16')
+    if bf16_supported(): assert dt16 == (torch.bfloat16, torch.float32) and l16.precision == 'bf16'   # the loss in fp32
+    assert all(p.dtype == torch.float32 for p in m16.parameters())                                     # the weights stay fp32
+    assert not all(torch.equal(a, b) for a, b in zip(m32.parameters(), m16.parameters())) or not bf16_supported()
+    v32, v16 = l32.history[-1]['valid_loss'], l16.history[-1]['valid_loss']
+    assert abs(v16 - v32) < 0.15 * v32, (v32, v16)                                                     # it learns as fp32 does
+    monkeypatch.setattr('opengen.learner.bf16_supported', lambda device=None: False)                   # a CPU without bf16
+    capsys.readouterr()
+    _, lf, dtf = run('bf16')
+    assert lf.precision == 'fp32' and dtf[0] == torch.float32 and 'no native bfloat16' in capsys.readouterr().out
+    with pytest.raises(ValueError, match='precision must be one of fp32, bf16'): run('fp16')

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'linear_betas', 'cosine_betas', 'q_sample', 'NoiseSchedule', 'q_posterior', 'eps_to_x0', 'x0_to_eps',
-           'v_target', 'v_to_eps', 'v_to_x0', 'drop_labels', 'Denoiser', 'Diffusion', 'DDPMTrainCB',
+           'v_target', 'v_to_eps', 'v_to_x0', 'drop_labels', 'Denoiser', 'Diffusion', 'min_snr_weight', 'DDPMTrainCB',
            'snapshot_progress']
 
 # %% ../../nbs/21_ddpm.ipynb #ef98a539
@@ -199,6 +199,12 @@ class Diffusion(Denoiser):
 
 
 # %% ../../nbs/21_ddpm.ipynb #b317cb84
+def min_snr_weight(snr: torch.Tensor, # SNR(t) = ᾱ_t / (1 − ᾱ_t) of each example's timestep (B,)
+                   gamma: float, # γ: the SNR above which a timestep's weight stops growing
+                   prediction: str = 'eps') -> torch.Tensor: # what the network predicts: 'eps', 'x0' or 'v'
+    "Min-SNR-γ loss weights (Hang et al. 2023): min(SNR, γ) over the weight on x̂0's error that the `prediction`'s MSE already has (SNR for ε, 1 for x0, SNR + 1 for v)."
+    return snr.clamp(max=gamma) / {'eps': snr, 'x0': torch.ones_like(snr), 'v': snr + 1}[prediction]
+
 class DDPMTrainCB(TrainCB):
     "The diffusion step: draw t and ε, make x_t in closed form, drop labels with `p_uncond`, regress the target."
     def __init__(self, min_snr_gamma: float | None = None): # weight each t by min(SNR, γ)/SNR-style (Hang et al. 2023)
@@ -216,9 +222,8 @@ class DDPMTrainCB(TrainCB):
         m = learn.model
         mse = (learn.preds - self.target).pow(2).mean((1, 2, 3))                # (B,)
         if self.min_snr_gamma:
-            snr = (m.schedule.alpha_bar.to(mse.device)[self.t] / (1 - m.schedule.alpha_bar.to(mse.device)[self.t]))
-            w = snr.clamp(max=self.min_snr_gamma) / {'eps': snr, 'x0': torch.ones_like(snr), 'v': snr + 1}[m.prediction]
-            mse = w * mse
+            ab = m.schedule.alpha_bar.to(mse.device)[self.t]
+            mse = min_snr_weight(ab / (1 - ab), self.min_snr_gamma, m.prediction) * mse
         learn.loss = mse.mean()
 
 # %% ../../nbs/21_ddpm.ipynb #a4a63b5e
