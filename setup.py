@@ -27,6 +27,7 @@ lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
 text_requirements = (cfg.get('text_requirements') or '').split()   # the text extra (25_text, 26_ablation): pip install -e ".[text]"
 teach_requirements = (cfg.get('teach_requirements') or '').split()  # the teach extra (nbgrader): pip install -e ".[teach]"
+track_requirements = (cfg.get('track_requirements') or '').split()  # the track extra (TensorBoard logging, 02_learner): pip install -e ".[track]"
 
 package_data = dict()
 pkg_data = cfg.get('package_data', None)
@@ -48,7 +49,7 @@ setuptools.setup(
     include_package_data = True,
     package_data = package_data,
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements, 'text': text_requirements, 'teach': teach_requirements },
+    extras_require={ 'dev': dev_requirements, 'text': text_requirements, 'teach': teach_requirements, 'track': track_requirements },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

@@ -93,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument('--device', default=None, help="cpu, cuda, mps (default: best available)")
     t.add_argument('--eval-n', type=int, default=None, help="samples of the card's evaluation (default: the recipe's, 1000; it costs minutes)")
     t.add_argument('--precision', choices=['fp32', 'bf16'], default=None, help="bf16: the forward pass under bfloat16 autocast where the device has it (default: the recipe's)")
+    t.add_argument('--tensorboard', default=None, metavar='DIR', help='also log the run to DIR for TensorBoard (the track extra: pip install -e ".[track]")')
     t.add_argument('--nproc', type=int, default=1, help='data-parallel processes on this machine, launched with torchrun (gloo on CPU, '
                    'nccl with --device cuda); --n-train and batch are per process. Under torchrun itself, leave it out')
     s = sub.add_parser('sample', help='draw samples into a PNG grid')
@@ -180,9 +181,9 @@ def cmd_train(a) -> str:
         launch_data_parallel(a.nproc, a.argv); return str(out / f'{r.weights_name(ds)}.safetensors')
     config = {} if a.latent_dim is None else {'latent_dim': a.latent_dim}
     r.build(**config)                                         # a constructor argument the recipe's class lacks fails here, before training
-    fit = {k: v for k, v in dict(n_train=a.n_train, seed=a.seed, device=a.device, precision=a.precision).items() if v is not None}
+    fit = {k: v for k, v in dict(n_train=a.n_train, seed=a.seed, device=a.device, precision=a.precision, tensorboard=a.tensorboard).items() if v is not None}
     path = out / f'{r.weights_name(ds)}.safetensors'
-    train(r.weights_name(), epochs=a.epochs, dataset=ds, out=path, eval_n=a.eval_n, config=config, out_dir=out, resume=a.resume,
+    train(r.name, epochs=a.epochs, dataset=ds, out=path, eval_n=a.eval_n, config=config, out_dir=out, resume=a.resume,
           progress=sys.stdout.isatty(), **fit)
     if is_main_process(): print(f'saved {path} (model card {path.with_suffix(".md")})')
     leave_distributed()

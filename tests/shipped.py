@@ -275,7 +275,8 @@ def _diffusion_checks(model, meta: dict, draw, ds: str) -> list[Check]:
     d, out = model.defaults, []
     study = [r for r in meta.get('steps_study', []) if r['sampler'] == d['sampler'] and r['steps'] == d['steps']]
     study += [r | {'sampler': d['sampler'], 'steps': d['steps']} for r in meta.get('guidance_study', []) if r['s'] == d['guidance_scale']]
-    assert study, 'the card has no study row at its default sampler settings to re-measure'
+    # a card that carries a study (ddpm_cond_mnist) must have a row at its defaults; one without (ddpm_cond_fashion) is checked on its n = 1,000 figures
+    assert study or not ({'steps_study', 'guidance_study'} & set(meta)), 'the card has no study row at its default sampler settings to re-measure'
     for r in study:
         x, y = draw(r['n'], sampler=r['sampler'], steps=r['steps'])
         out += compare(f"{'guidance' if 's' in r else 'steps'}_study[{r['sampler']} {r['steps']}, s={d['guidance_scale']}]."

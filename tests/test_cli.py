@@ -128,6 +128,15 @@ def test_train_then_resume(tmp_path, capsys):
     assert rc == 0 and read_grid(tmp_path / 'g.png', 4).shape == (4, 1, 28, 28), err
 
 
+def test_train_a_recipe_on_the_other_dataset(tmp_path, capsys):
+    "The MNIST recipe trained with --dataset fashion writes the fashion weight, whose card names the dataset it saw."
+    rc, _, err = run(['train', 'cvae', '--dataset', 'fashion', '--epochs', '1', '--n-train', '256', '--eval-n', '100',
+                      '--out', tmp_path], capsys)
+    assert rc == 0, err
+    m = load(tmp_path / 'cvae_fashion.safetensors').meta
+    assert m['data'].startswith('fashion') and 'fashion' in m['description'], m
+
+
 def test_train_and_sample_a_cgan(tmp_path, capsys):
     out = tmp_path / 'run'
     rc, _, err = run(['train', 'cgan', '--epochs', '1', '--n-train', '256', '--out', out], capsys)

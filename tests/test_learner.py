@@ -126,3 +126,47 @@ def test_bf16_runs_the_forward_pass_in_bfloat16_keeps_fp32_weights_and_falls_bac
     _, lf, dtf = run('bf16')
     assert lf.precision == 'fp32' and dtf[0] == torch.float32 and 'no native bfloat16' in capsys.readouterr().out
     with pytest.raises(ValueError, match='precision must be one of fp32, bf16'): run('fp16')
+
+
+# ---- TensorBoard tracking (the track extra; installed with dev) ----
+from opengen.learner import TensorBoardCB, TrainCB, fit  # noqa: E402
+
+
+class _Blob(nn.Module):
+    "A regression model that can also `sample` class-conditional images: the callback logs both."
+    condition, n_classes = 'label', 10
+    def __init__(self): super().__init__(); self.lin = nn.Linear(2, 1)
+    def forward(self, x): return self.lin(x)
+    def training_cbs(self): return [TrainCB(loss_func=F.mse_loss)]
+    def sample(self, n, labels=None, *, generator=None):
+        assert labels is not None and len(labels) == n          # a conditional model is asked for labels
+        return (labels.float() / 9).view(n, 1, 1, 1).expand(n, 1, 28, 28) + 0 * self.lin.weight.sum()
+
+
+def test_tensorboard_event_file_holds_the_run(tmp_path):
+    pytest.importorskip('tensorboard')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    learn = fit(_Blob(), epochs=2, dls=synthetic_regression(), tensorboard=tmp_path / 'tb', show=False, progress=False)
+    ev = EventAccumulator(str(tmp_path / 'tb'), size_guidance={'scalars': 0, 'images': 0}).Reload()
+    rows = learn.cb(MetricsCB).epochs
+    for key in ('train_loss', 'valid_loss', 'time_s'):
+        got = ev.Scalars(f'epoch/{key}')
+        assert [e.step for e in got] == [0, 1] and all(abs(e.value - r[key]) < 1e-4 * max(1, abs(r[key])) for e, r in zip(got, rows))
+    steps = {r['step']: r['loss'] for r in learn.cb(MetricsCB).steps}
+    logged = ev.Scalars('step/loss')
+    assert logged and all(e.step % 10 == 0 and abs(e.value - steps[e.step]) < 1e-5 for e in logged)
+    assert len(ev.Images('samples')) == 2 and 'loss_curve' in ev.Tags()['images']
+    grid = TensorBoardCB(tmp_path / 'g', n_images=16).sample_grid(learn.model)
+    assert grid.shape == (3, 4 * 28 + 5 * 2, 4 * 28 + 5 * 2)
+    assert abs(grid[0, 2 + 14, 2 + 30 + 14].item() - 1 / 9) < 1e-6          # the second tile is the class-1 sample
+
+
+def test_tensorboard_without_the_extra_is_one_clear_line(monkeypatch, tmp_path):
+    import builtins
+    real = builtins.__import__
+    def no_tb(name, *a, **k):
+        if name.startswith('torch.utils.tensorboard'): raise ImportError('no tensorboard', name='tensorboard')
+        return real(name, *a, **k)
+    monkeypatch.setattr(builtins, '__import__', no_tb)
+    with pytest.raises(ImportError, match=r'track extra \(tensorboard is missing\).*pip install -e "\.\[track\]"'):
+        TensorBoardCB(tmp_path)

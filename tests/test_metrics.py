@@ -162,3 +162,67 @@ def test_evaluate_rejects_bad_samples():
     class Short:
         def sample(self, n, *, generator=None): return torch.rand(n - 1, 1, 28, 28)
     with pytest.raises(ValueError, match='expected 100'): evaluate(Short(), 'mnist', 100)
+
+
+# ---- KID, the classifier score and bootstrap intervals (issue 22) ----
+from opengen.metrics import METRICS_WITH_INTERVALS, bootstrap_intervals, classifier_score, kid, polynomial_kernel  # noqa: E402
+
+
+def test_kid_is_the_unbiased_mmd_of_its_definition():
+    "KID against the pair sums written out: within-set means over distinct pairs, the cross mean over all pairs."
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(7, 5, generator=g).double(), torch.randn(6, 5, generator=g).double() + 0.3
+    k = lambda u, v: (u @ v / 5 + 1) ** 3
+    within = lambda s: sum(k(s[i], s[j]) for i in range(len(s)) for j in range(len(s)) if i != j) / (len(s) * (len(s) - 1))
+    cross = sum(k(u, v) for u in a for v in b) / (len(a) * len(b))
+    assert abs(kid(a.numpy(), b.numpy()) - (within(a) + within(b) - 2 * cross).item()) < 1e-9
+    assert torch.allclose(polynomial_kernel(a, b), k(a, b.T))
+    with pytest.raises(ValueError, match='at least 2'): kid(a[:1], b)
+
+
+@pytest.mark.xdist_group('cheap')
+def test_kid_of_real_vs_real_is_near_zero_with_both_signs():
+    draws = [kid(classifier_features(real_images('mnist', n=200, split='test', seed=s)),
+                 classifier_features(real_images('mnist', n=200, split='train', seed=s))) for s in range(10)]
+    assert min(draws) < 0 < max(draws), draws                     # unbiased: it scatters around 0, a biased MMD² would not
+    assert abs(np.mean(draws)) < 0.01, draws
+    collapsed = classifier_features(real_images('mnist', torch.arange(10), split='train').repeat(20, 1, 1, 1))
+    # a set of ten repeated digits sits far outside that scatter (ten standard deviations above it)
+    assert kid(classifier_features(real_images('mnist', n=200, split='test')), collapsed) > np.mean(draws) + 10 * np.std(draws)
+
+
+def test_classifier_score_spans_one_to_the_number_of_classes():
+    one_class = torch.zeros(100, 10); one_class[:, 3] = 30.
+    uniform = torch.zeros(100, 10)
+    balanced = torch.zeros(100, 10); balanced[torch.arange(100), torch.arange(100) % 10] = 30.
+    half = torch.zeros(100, 10); half[torch.arange(100), torch.arange(100) % 5] = 30.   # confident, five classes
+    assert abs(classifier_score(one_class) - 1) < 1e-6 and abs(classifier_score(uniform) - 1) < 1e-6
+    assert abs(classifier_score(balanced) - 10) < 1e-3 and abs(classifier_score(half) - 5) < 1e-3
+
+
+@pytest.mark.xdist_group('cheap')
+def test_the_real_vs_real_intervals_cover_the_reference():
+    "Another real set's 95 % intervals contain the real-data reference row (the bias shift is what makes FID's do)."
+    ref = reference_row('mnist', 1000)
+    x, y, _ = draw_samples(RealData('mnist'), 1000, seed=1)
+    ci = bootstrap_intervals(x, y, 'mnist', n_boot=100, seed=1)
+    point = measure(x, y, 'mnist', seed=1)
+    for key in ('fid_clf', 'kid', 'precision', 'recall', 'is_clf', 'diversity'):
+        lo, hi = ci[key]
+        assert lo <= ref[key] <= hi, (key, ci[key], ref[key])
+        assert lo <= point[key] <= hi and hi - lo > 0, (key, ci[key], point[key])
+    assert ci['fid_clf'][1] - ci['fid_clf'][0] < 2 * point['fid_clf']   # an interval, not everything
+    assert set(METRICS_WITH_INTERVALS) <= set(ci)
+
+
+@pytest.mark.xdist_group('cheap')
+def test_intervals_separate_a_damaged_set_and_reach_evaluate():
+    "Real images with noise: their FID interval lies wholly above the real set's, and `evaluate(intervals=...)` puts it in res['ci']."
+    x, y, _ = draw_samples(RealData('mnist'), 500, seed=1)
+    clean = bootstrap_intervals(x, y, 'mnist', n_boot=50, seed=1)
+    noisy = bootstrap_intervals(add_noise(x, 0.3), y, 'mnist', n_boot=50, seed=1)
+    assert noisy['fid_clf'][0] > clean['fid_clf'][1] and noisy['precision'][1] < clean['precision'][0]
+    r = evaluate(RealData('mnist'), 'mnist', 200, intervals=20)
+    assert r['ci']['n_boot'] == 20 and r['ci']['fid_clf'][0] <= r['fid_clf'] <= r['ci']['fid_clf'][1]
+    assert '[' in results_table({'real': r}, reference=False).iloc[0, 0]
+    with pytest.raises(ValueError, match='n_boot'): bootstrap_intervals(x, y, 'mnist', n_boot=3)

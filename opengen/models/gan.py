@@ -336,6 +336,9 @@ register_recipe(*[Recipe(name, GAN, cfg, epochs=20, description=_GAN_CARD, finis
     ('dcgan', dict(arch='dcgan', z_dim=64, width=32)),
     ('cgan', dict(arch='dcgan', z_dim=64, width=32, n_classes=10)),
     ('mlpgan', dict(arch='mlp', z_dim=64, width=256)))])
+# the same CGAN, shipped for Fashion-MNIST too (a recipe per shipped weight, so `opengen train` lists it)
+register_recipe(Recipe('cgan', GAN, dict(arch='dcgan', z_dim=64, width=32, n_classes=10), epochs=20, dataset='fashion',
+                       description=_GAN_CARD, finish=_gan_card, save=save_evaluated))
 
 # %% ../../nbs/13_gan.ipynb #c6742688
 def plot_gan_history(history: list, # `GANTrainCB.history` (per step) or `meta['history']` (per epoch)

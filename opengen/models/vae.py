@@ -153,10 +153,13 @@ def _vae_card(model: VAE, learn, dataset: str, eval_n: int) -> dict:
                         'valid_recon_nats': round(last.get('valid_recon', float('nan')), 2),
                         'valid_kl_nats': round(last.get('valid_kl', float('nan')), 2)}}
 
-def _vae_recipe(name: str, cls: type, epochs: int, latent_dim: int = 16, beta: float = 1.0) -> Recipe:
+def _vae_recipe(name: str, cls: type, epochs: int, latent_dim: int = 16, beta: float = 1.0,
+                likelihood: str = 'bernoulli', dataset: str = 'mnist') -> Recipe:
     what = 'Conditional VAE' if cls is CVAE else 'VAE'
-    return Recipe(name, cls, dict(latent_dim=latent_dim, beta=beta), epochs, finish=_vae_card, save=save_evaluated,
-                  description=what + ', {latent_dim}-d latent, beta={beta:g}, {likelihood} likelihood, on {dataset} (dynamically binarised)')
+    data = ' (dynamically binarised)' if likelihood == 'bernoulli' else ' (grey levels kept)'
+    return Recipe(name, cls, dict(latent_dim=latent_dim, beta=beta, likelihood=likelihood), epochs, dataset=dataset,
+                  finish=_vae_card, save=save_evaluated,
+                  description=what + ', {latent_dim}-d latent, beta={beta:g}, {likelihood} likelihood, on {dataset}' + data)
 
 register_recipe(_vae_recipe('vae', VAE, 8), _vae_recipe('vae2d', VAE, 6, latent_dim=2), _vae_recipe('vae_b0.5', VAE, 6, beta=0.5),
                 _vae_recipe('vae_b4', VAE, 6, beta=4.0), _vae_recipe('cvae', CVAE, 12, beta=2.0))
@@ -191,9 +194,14 @@ def log_likelihood_iw(model: VAE, x: torch.Tensor, # binarised images (B,1,28,28
             log_w.append(log_px + log_pz - log_q)
     return log_mean_exp(torch.cat(log_w)).cpu()
 
+def _test_images(model: VAE, x: torch.Tensor, seed: int) -> torch.Tensor:
+    "Test images as the model's likelihood sees them: a fixed binarisation (`seed`) for the Bernoulli, the intensities otherwise."
+    x = to_pixel_range(x)
+    return binarize(x, seed) if model.likelihood == 'bernoulli' else x
+
 def elbo_on_test_set(model: VAE, dataset: str = 'mnist', n: int = 10000, seed: int = 0, bs: int = 500) -> float:
-    "Mean test-set ELBO (nats/image) on a fixed binarisation of the first `n` test images."
-    te = load_dataset(dataset, 'test'); x = binarize(to_pixel_range(te.x[:n]), seed)
+    "Mean test-set ELBO (nats/image) of the first `n` test images (on a fixed binarisation for the Bernoulli likelihood)."
+    te = load_dataset(dataset, 'test'); x = _test_images(model, te.x[:n], seed)
     g = torch.Generator().manual_seed(seed)
     lab = te.y[:n] if model.conditional else None
     return torch.cat([log_likelihood_iw(model, x[i:i + bs], 1, None if lab is None else lab[i:i + bs], generator=g)
@@ -202,7 +210,7 @@ def elbo_on_test_set(model: VAE, dataset: str = 'mnist', n: int = 10000, seed: i
 def iw_bound_on_test_set(model: VAE, k: int = 1000, dataset: str = 'mnist', idx=None, seed: int = 0, bs: int = 100) -> torch.Tensor:
     """Per-image L_k (nats) of the test images `idx` (default: all) under `elbo_on_test_set`'s binarisation (`seed`), in batches
     of `bs`; batch b draws its importance samples from seed `seed + 1 + b`."""
-    te = load_dataset(dataset, 'test'); x = binarize(to_pixel_range(te.x), seed)
+    te = load_dataset(dataset, 'test'); x = _test_images(model, te.x, seed)
     idx = torch.arange(len(x)) if idx is None else torch.as_tensor(idx)
     lab = te.y[idx] if model.conditional else None
     return torch.cat([log_likelihood_iw(model, x[idx[i:i + bs]], k, None if lab is None else lab[i:i + bs], chunk=50,
