@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 import opengen.diffusion.attention, opengen.diffusion.ddpm, opengen.diffusion.guidance, opengen.diffusion.samplers, opengen.diffusion.unet  # noqa: F401 (registers their exercises)
 import opengen.models.ae, opengen.models.cvae, opengen.models.flows, opengen.models.gan, opengen.models.vae, opengen.models.vqvae  # noqa: F401 (registers their exercises)
 import opengen.tokens.prior  # noqa: F401 (registers its exercises)
-import opengen.diffusion.flow_matching, opengen.diffusion.latent, opengen.speed  # noqa: F401 (registers their exercises)
+import opengen.diffusion.flow_matching, opengen.diffusion.latent, opengen.speed, opengen.compare  # noqa: F401 (registers their exercises)
 from .exercises import EXERCISES
 
 # %% ../nbs/07_grading.ipynb #07a00006
@@ -27,7 +27,8 @@ WORKBOOK = {'10_ae': ('ae', 'opengen.models.ae'), '11_vae': ('vae', 'opengen.mod
             '22_samplers': ('samplers', 'opengen.diffusion.samplers'), '23_cfg': ('guidance', 'opengen.diffusion.guidance'),
             '24_attention': ('attention', 'opengen.diffusion.attention'), '27_tokens': ('tokens', 'opengen.tokens.prior'),
             '28_flow_matching': ('flow_matching', 'opengen.diffusion.flow_matching'), '29_latent': ('latent', 'opengen.diffusion.latent'),
-            '32_speed': ('speed', 'opengen.speed')}   # chapter notebook -> (exercise prefix, the module that registers them)
+            '32_speed': ('speed', 'opengen.speed'),
+            '40_compare': ('compare', 'opengen.compare')}   # chapter notebook -> (exercise prefix, the module that registers them)
 
 STATUSES = ('passed', 'failed', 'not done', 'missing', 'timed out', 'not graded')
 

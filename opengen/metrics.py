@@ -9,7 +9,8 @@ __all__ = ['FID_WEIGHTS_URL', 'QUALITY', 'METRICS_WITH_INTERVALS', 'accuracy', '
            'InceptionUnavailable', 'inception_model', 'inception_features', 'inception_fid', 'conditional_accuracy',
            'mean_pairwise_distance', 'real_images', 'diversity', 'precision_recall', 'polynomial_kernel', 'kid',
            'classifier_score', 'blur', 'add_noise', 'param_count', 'train_time', 'RealData', 'n_labels', 'draw_samples',
-           'measure', 'evaluate', 'reference_row', 'bootstrap_intervals', 'results_table', 'save_evaluated']
+           'measure', 'evaluate', 'reference_row', 'bias_shifted_interval', 'bootstrap_intervals', 'results_table',
+           'save_evaluated']
 
 # %% ../nbs/05_metrics.ipynb #37ce916a
 import contextlib, hashlib, io, math, os, time, warnings
@@ -429,10 +430,6 @@ def reference_row(dataset: str = 'mnist', n: int = 1000, seed: int = 0) -> dict:
 # %% ../nbs/05_metrics.ipynb #50c890c4
 METRICS_WITH_INTERVALS = ('fid_clf', 'kid', 'precision', 'recall', 'accuracy', 'diversity', 'is_clf')
 
-def _masked_kth(d: torch.Tensor, same: torch.Tensor, k: int) -> torch.Tensor:
-    "Distance from each row to its k-th nearest *other* point, where `same` marks copies of one image (a resample draws some twice)."
-    return d.masked_fill(same, float('inf')).kthvalue(k, dim=1).values
-
 class _Resampler:
     "The metrics of `measure` for any resample `i` (indices into the samples), from quantities computed once."
     def __init__(self, x, labels, name: str, seed: int, k: int):
@@ -449,22 +446,37 @@ class _Resampler:
         px = x.flatten(1).double(); self.d_px = torch.cdist(px, px) / math.sqrt(px.shape[1])          # RMS pixel distances
         self.real_div = mean_pairwise_distance(real_images(name, self.lab, seed=seed + 2), self.lab)   # diversity's denominator
         self.hit = (pred == self.lab).double()
+        self.n, self.one_hot = len(x), F.one_hot(self.lab, int(self.lab.max()) + 1).double()
+        self.d_sorted, self.order = self.d_ff.sort(1)            # each sample's neighbours, nearest first (itself among the first)
 
     def __call__(self, i: torch.Tensor) -> dict:
-        same = i[:, None] == i[None, :]                       # copies of one sample: not neighbours, not pairs
-        out = {'fid_clf': frechet_distance(feature_stats(self.feats[i].numpy()), self.real_st),
-               'kid': self.k_rr + (self.k_ff[i][:, i].masked_fill(same, 0.).sum() / (~same).sum()).item()
-                      - 2 * self.k_rf[:, i].mean().item(),
-               'precision': self.in_real[i].double().mean().item(),
-               'recall': (self.d_rf[:, i] <= _masked_kth(self.d_ff[i][:, i], same, self.k)[None]).any(1).double().mean().item(),
+        "The metrics of the resample `i` (N indices, repeats allowed); copies of one sample are not each other's neighbours or pairs."
+        w = torch.bincount(i, minlength=self.n).double()           # how often each sample was drawn: every sum below is weighted by it
+        n, ww = w.sum(), w * w
+        mu = w @ self.feats / n; c = self.feats - mu
+        fid = frechet_distance((mu.numpy(), ((c.T * w) @ c / (n - 1)).numpy()), self.real_st)   # np.cov of the repeated rows
+        k_ff = (w @ self.k_ff @ w - (ww * self.k_ff.diagonal()).sum()) / (n * n - ww.sum())     # over pairs of different samples
+        # recall: each drawn sample's k-th nearest *other* drawn sample, copies counted, read off its neighbours in sorted order
+        w_nb = w[self.order].masked_fill(self.order == torch.arange(self.n)[:, None], 0.)
+        radius = self.d_sorted.gather(1, (w_nb.cumsum(1) >= self.k).double().argmax(1, keepdim=True))[:, 0]
+        drawn = w > 0
+        out = {'fid_clf': fid, 'kid': self.k_rr + k_ff.item() - 2 * (self.k_rf @ w).sum().item() / (len(self.k_rf) * n.item()),
+               'precision': (w @ self.in_real.double() / n).item(),
+               'recall': (self.d_rf[:, drawn] <= radius[drawn][None]).any(1).double().mean().item(),
                'is_clf': classifier_score(self.logits[i])}
-        if self.conditional: out['accuracy'] = self.hit[i].mean().item()
-        per = []
-        for c in self.lab[i].unique():
-            j = i[self.lab[i] == c]; pair = j[:, None] != j[None, :]
-            if pair.any(): per.append(self.d_px[j][:, j][pair].mean().item())
-        out['diversity'] = float(np.mean(per)) / self.real_div
+        if self.conditional: out['accuracy'] = (w @ self.hit / n).item()
+        w_c = self.one_hot * w[:, None]                            # (N, C): the draws of each class
+        pairs = w_c.sum(0) ** 2 - (w_c ** 2).sum(0)                # per class: pairs of different samples
+        within = (w_c * (self.d_px @ w_c)).sum(0)                  # per class: sum of their pixel distances
+        out['diversity'] = (within[pairs > 0] / pairs[pairs > 0]).mean().item() / self.real_div
         return out
+
+def bias_shifted_interval(draws, # the statistic on each resample
+                          value: float, # the statistic on the samples themselves
+                          level: float = 0.95) -> list[float]:
+    "The bootstrap interval `[lo, hi]`: the percentiles of `draws` at (1 ∓ level)/2, shifted by the bootstrap estimate of the bias, mean(draws) - value."
+    d = np.asarray(draws, dtype=np.float64); bias = d.mean() - value
+    return [float(v - bias) for v in np.percentile(d, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])]
 
 def bootstrap_intervals(x: torch.Tensor, # samples (N,1,28,28) in [0, 1]
                         labels: torch.Tensor | None = None, # the classes asked for, or None
@@ -480,11 +492,7 @@ def bootstrap_intervals(x: torch.Tensor, # samples (N,1,28,28) in [0, 1]
     value = stats(torch.arange(n))
     g = torch.Generator().manual_seed(seed + 10_000)
     draws = [stats(torch.randint(n, (n,), generator=g)) for _ in range(n_boot)]
-    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    out = {}
-    for m in value:
-        d = np.array([r[m] for r in draws]); bias = d.mean() - value[m]
-        out[m] = [float(v - bias) for v in np.percentile(d, q)]
+    out = {m: bias_shifted_interval([r[m] for r in draws], value[m], level) for m in value}
     return {m: out[m] for m in METRICS_WITH_INTERVALS if m in out} | {'n_boot': n_boot, 'level': level, 'method': 'bias-shifted percentile'}
 
 # %% ../nbs/05_metrics.ipynb #a7f5564b

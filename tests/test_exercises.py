@@ -23,11 +23,12 @@ import opengen.models.gan  # noqa: F401
 import opengen.models.vae  # noqa: F401
 import opengen.models.vqvae  # noqa: F401
 import opengen.speed  # noqa: F401
+import opengen.compare  # noqa: F401
 import opengen.tokens.prior  # noqa: F401
 from opengen.exercises import BEGIN, END, EXERCISES, check, run_check, student_notebook
 
 REPO = Path(__file__).resolve().parents[1]
-CHAPTERS = {'ae': '10_ae', 'vae': '11_vae', 'cvae': '12_cvae', 'samplers': '22_samplers', 'gan': '13_gan', 'flows': '14_flows', 'unet': '20_unet', 'ddpm': '21_ddpm', 'guidance': '23_cfg', 'attention': '24_attention', 'vqvae': '15_vqvae', 'tokens': '27_tokens', 'flow_matching': '28_flow_matching', 'latent': '29_latent', 'speed': '32_speed'}
+CHAPTERS = {'ae': '10_ae', 'vae': '11_vae', 'cvae': '12_cvae', 'samplers': '22_samplers', 'gan': '13_gan', 'flows': '14_flows', 'unet': '20_unet', 'ddpm': '21_ddpm', 'guidance': '23_cfg', 'attention': '24_attention', 'vqvae': '15_vqvae', 'tokens': '27_tokens', 'flow_matching': '28_flow_matching', 'latent': '29_latent', 'speed': '32_speed', 'compare': '40_compare'}
 MISTAKES = [(name, hint) for name, ex in sorted(EXERCISES.items()) for hint in ex.mistakes]
 
 

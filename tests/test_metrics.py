@@ -226,3 +226,27 @@ def test_intervals_separate_a_damaged_set_and_reach_evaluate():
     assert r['ci']['n_boot'] == 20 and r['ci']['fid_clf'][0] <= r['fid_clf'] <= r['ci']['fid_clf'][1]
     assert '[' in results_table({'real': r}, reference=False).iloc[0, 0]
     with pytest.raises(ValueError, match='n_boot'): bootstrap_intervals(x, y, 'mnist', n_boot=3)
+
+
+@pytest.mark.xdist_group('cheap')
+def test_a_resample_is_measured_as_its_definition_says():
+    "The bootstrap's weighted sums against the metrics written out on the resampled rows (copies of one sample never neighbours or pairs)."
+    from opengen.metrics import _Resampler, feature_stats, frechet_distance, classifier_logits_and_features
+    x = add_noise(real_images('mnist', n=300, split='train', seed=3), 0.03, seed=1).clamp(0, 1); lab = torch.arange(300) % 10
+    stats = _Resampler(x, lab, 'mnist', 0, 3)
+    i = torch.randint(300, (300,), generator=torch.Generator().manual_seed(0))
+    got, f = stats(i), stats.feats[i]
+    same = i[:, None] == i[None, :]
+    kth = torch.cdist(f, f).masked_fill(same, float('inf')).kthvalue(3, dim=1).values
+    px = x[i].flatten(1).double(); d = torch.cdist(px, px) / 28
+    per = [d[m][:, m][~same[m][:, m]].mean().item() for m in (lab[i] == c for c in range(10))]
+    k_ff = polynomial_kernel(f, f)
+    want = {'fid_clf': frechet_distance(feature_stats(f.numpy()), stats.real_st),
+            'kid': stats.k_rr + k_ff[~same].mean().item() - 2 * polynomial_kernel(stats.real_f, f).mean().item(),
+            'precision': stats.in_real[i].double().mean().item(),
+            'recall': (torch.cdist(stats.real_f, f) <= kth[None]).any(1).double().mean().item(),
+            'accuracy': (classifier_logits_and_features(x, 'mnist')[0].argmax(1)[i] == lab[i]).double().mean().item(),
+            'diversity': float(np.mean(per)) / stats.real_div, 'is_clf': classifier_score(stats.logits[i])}
+    assert set(got) == set(want)
+    for k in want: assert got[k] == pytest.approx(want[k], rel=1e-6, abs=1e-9), (k, got[k], want[k])
+    assert len(set(i.tolist())) < 300     # the resample does hold copies, so the exclusions were exercised
