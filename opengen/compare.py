@@ -7,7 +7,7 @@ __all__ = ['MARKERS', 'dataset_of', 'shipped_generative', 'trained_on', 'evaluat
            'accuracy_fraction', 'comparison_table', 'pareto_front', 'plot_quality_vs_time', 'plot_sampling_speed',
            'class_samples', 'same_class_grid', 'recommend']
 
-# %% ../nbs/40_compare.ipynb #3932dcb2
+# %% ../nbs/40_compare.ipynb #4ec26241
 import time
 
 import matplotlib.pyplot as plt
@@ -20,7 +20,7 @@ from .metrics import (RealData, _mmd2_unbiased, bias_shifted_interval, classifie
                              polynomial_kernel, results_table)
 from .nn import Generative
 
-# %% ../nbs/40_compare.ipynb #54f0704e
+# %% ../nbs/40_compare.ipynb #8bae4108
 def dataset_of(name: str) -> str:
     "The dataset of a shipped weight, from its name: 'cgan_fashion' -> 'fashion'."
     suffix = name.rpartition('_')[2]
@@ -72,7 +72,7 @@ def comparison_table(rows: dict, real: dict):
     df['trained on'] = ['–' if i == first else rows[i]['trained_on'] for i in df.index]
     return df
 
-# %% ../nbs/40_compare.ipynb #155917da
+# %% ../nbs/40_compare.ipynb #c1c033c8
 def pareto_front(cost, # what a model costs (e.g. training minutes), lower is better
                  quality # what it gives, lower is better (e.g. FID)
                 ) -> list[int]:
@@ -119,7 +119,7 @@ def plot_sampling_speed(rows_by_dataset: dict):
     ax.grid(alpha=0.3, axis='x', which='both'); fig.tight_layout()
     return fig
 
-# %% ../nbs/40_compare.ipynb #f67d51e2
+# %% ../nbs/40_compare.ipynb #9f4da879
 def class_samples(name: str, label: int, n: int = 8, seed: int = 0, pool: int = 400) -> tuple[torch.Tensor, str]:
     "`n` samples of class `label` from a shipped model: asked for, or (unconditional) the first of `pool` samples the classifier reads as it."
     model, g = load_pretrained(name), torch.Generator().manual_seed(seed)
@@ -140,27 +140,28 @@ def same_class_grid(names: list, label: int, n: int = 8, seed: int = 0):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/40_compare.ipynb #01446a88
+# %% ../nbs/40_compare.ipynb #6a112532
 def recommend(rows: dict, real: dict, min_fraction: float = 0.9) -> list[str]:
-    "For quality, sampling speed and training cost: the best model among those reaching `min_fraction` of the real accuracy, with the runner-up."
+    "Quality: the lowest FID among unconditional models and conditional ones reaching `min_fraction` of the real accuracy; speed and training cost: among those conditional ones only. With the runner-up."
     frac = {n: accuracy_fraction(r, real) for n, r in rows.items()}
-    ok = {n: r for n, r in rows.items() if frac[n] is None or frac[n] >= min_fraction}   # unconditional: FID alone
+    drawing = {n: r for n, r in rows.items() if frac[n] is not None and frac[n] >= min_fraction}   # draw the class asked for
+    ok = drawing | {n: r for n, r in rows.items() if frac[n] is None}                              # quality: unconditional too
     lines = []
-    for what, key, unit in (('quality (lowest FID)', 'fid_clf', ''), ('sampling speed', 's_per_image', ' s/image'),
-                            ('training cost', 'train_time_s', ' s of training')):
-        order = sorted((r[key], n) for n, r in ok.items() if r.get(key) is not None)
+    for what, key, unit, pool in (('quality (lowest FID)', 'fid_clf', '', ok), ('sampling speed', 's_per_image', ' s/image', drawing),
+                                  ('training cost', 'train_time_s', ' s of training', drawing)):
+        order = sorted((r[key], n) for n, r in pool.items() if r.get(key) is not None)
         if not order: continue
         (v, best), rest = order[0], order[1:]
-        line = f'{what}: {best} ({v:.3g}{unit}, FID {ok[best]["fid_clf"]:.3g})'
+        line = f'{what}: {best} ({v:.3g}{unit}, FID {pool[best]["fid_clf"]:.3g})'
         if rest:
             v2, second = rest[0]
-            (lo1, hi1), (lo2, hi2) = ok[best]['ci']['fid_clf'], ok[second]['ci']['fid_clf']
-            line += f'; runner-up {second} ({v2:.3g}{unit}, FID {ok[second]["fid_clf"]:.3g})'
+            (lo1, hi1), (lo2, hi2) = pool[best]['ci']['fid_clf'], pool[second]['ci']['fid_clf']
+            line += f'; runner-up {second} ({v2:.3g}{unit}, FID {pool[second]["fid_clf"]:.3g})'
             if key == 'fid_clf': line += ': FID intervals ' + ('overlap (tied within the noise)' if lo2 <= hi1 and lo1 <= hi2 else 'apart')
         lines.append(line)
     return lines
 
-# %% ../nbs/40_compare.ipynb #6d5f765f
+# %% ../nbs/40_compare.ipynb #b2bdf384
 _pareto_front, _bias_shifted_interval = pareto_front, bias_shifted_interval   # the exercises below may redefine these names
 
 def _front_cases(g: torch.Generator) -> list:

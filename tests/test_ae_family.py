@@ -12,7 +12,7 @@ from opengen.metrics import measure
 from opengen.models.ae import AE, interpolate
 from opengen.models.vae import CVAE
 from opengen.models.cvae import digit_by_z_grid, transfer_style
-from opengen.models.vae import VAE, binarize, cb_log_norm, gaussian_kl, log_likelihood_iw, neg_log_lik, reparameterize
+from opengen.models.vae import VAE, binarize, cb_log_norm, cb_mean, gaussian_kl, log_likelihood_iw, neg_log_lik, reparameterize
 from shipped import sampler_of, shipped
 
 G = lambda s=0: torch.Generator().manual_seed(s)
@@ -126,3 +126,45 @@ def test_shipped_ae_reconstructs_what_it_encodes():
     x = to_pixel_range(load_dataset('mnist', 'test').x[:200])
     with torch.no_grad(): rec = ae.decode(ae.latent(x))
     assert (rec - x).pow(2).mean() < 0.2 * (x - x.mean(0)).pow(2).mean()        # far better than the mean image
+
+
+def test_the_readout_and_the_default_temperature():
+    "'mean' shows the continuous Bernoulli's mean, 'lambda' σ(logits); a Bernoulli's two are one; sample draws z at the model's τ."
+    z, y = torch.randn(4, 4, generator=G()), [0, 3, 5, 9]
+    cb = CVAE(latent_dim=4, likelihood='cbernoulli').eval()
+    with torch.no_grad():
+        logits = cb.decode_logits(z, y)
+        mean = cb.decode(z, y)
+        cb.readout = 'lambda'
+        assert torch.allclose(cb.decode(z, y), torch.sigmoid(logits)) and not torch.allclose(mean, torch.sigmoid(logits), atol=1e-3)
+        # the CB mean is 1/(1 - e^-η) - 1/η: nearer 1/2 than λ = σ(η) on both sides (the grey background)
+        eta = torch.tensor([-8., -3., 3., 8.])
+        assert ((cb_mean(eta) - 0.5).abs() < (torch.sigmoid(eta) - 0.5).abs()).all()
+        torch.testing.assert_close(cb_mean(eta), 1 / (1 - torch.exp(-eta)) - 1 / eta, atol=2e-3, rtol=0)
+        b = CVAE(latent_dim=4, readout='lambda').eval()
+        b2 = CVAE(latent_dim=4).eval(); b2.load_state_dict(b.state_dict())
+        assert torch.equal(b.decode(z, y), b2.decode(z, y))
+    with pytest.raises(ValueError, match='unknown readout'): CVAE(readout='mode')
+    hot = CVAE(latent_dim=4, temperature=0.5).eval(); assert hot.config["temperature"] == 0.5
+    cold = CVAE(latent_dim=4).eval(); cold.load_state_dict(hot.state_dict())
+    a = hot.sample(4, labels=y, generator=G(3))
+    assert torch.allclose(a, cold.sample(4, labels=y, generator=G(3), temperature=0.5))
+    assert not torch.allclose(a, cold.sample(4, labels=y, generator=G(3)))
+
+
+def test_choose_sampling_keeps_the_lowest_fid_that_clears_both_bars(monkeypatch):
+    "Metrics made up per (readout, τ): the choice is the lowest FID among rows with accuracy and diversity over the bars; none: lowest FID."
+    import opengen.models.vae as vae_mod
+    m = CVAE(latent_dim=4, likelihood='cbernoulli')
+    table = {('mean', 0.5): (0.95, 0.9, 20.), ('mean', 1.0): (0.8, 1.0, 5.), ('lambda', 0.5): (0.9, 0.86, 9.),
+             ('lambda', 1.0): (0.88, 0.84, 7.)}           # lowest FID overall fails accuracy; the next fails diversity
+    def fake_evaluate(model, dataset, n, seed, temperature):
+        a, d, f = table[(model.readout, temperature)]
+        return dict(accuracy=a, diversity=d, fid_clf=f, precision=0.5, recall=0.5)
+    monkeypatch.setattr(vae_mod, 'evaluate', fake_evaluate)
+    sel = vae_mod.choose_sampling(m, 'fashion', temperatures=(0.5, 1.0))
+    assert sel['chosen'] == {'temperature': 0.5, 'readout': 'lambda'} and len(sel['rows']) == 4 and m.readout == 'mean'
+    sel = vae_mod.choose_sampling(m, 'fashion', temperatures=(0.5, 1.0), min_accuracy=0.99)   # nothing clears: lowest FID
+    assert sel['chosen'] == {'temperature': 1.0, 'readout': 'mean'}
+    bern = vae_mod.choose_sampling(CVAE(latent_dim=4), 'fashion', temperatures=(0.5, 1.0))   # a Bernoulli: λ is its mean
+    assert [r['readout'] for r in bern['rows']] == ['mean', 'mean']

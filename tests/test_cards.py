@@ -15,7 +15,7 @@ GROUP = {n: ('ddpm' if n.startswith('ddpm') else 'flow' if n.startswith('flow') 
 
 
 def test_every_shipped_weight_has_a_card_test():
-    assert len(NAMES) == 24 and set(GROUP) == set(NAMES), NAMES
+    assert len(NAMES) == 25 and set(GROUP) == set(NAMES), NAMES
 
 
 @pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.xdist_group(GROUP[n])) for n in NAMES])

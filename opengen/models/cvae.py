@@ -19,8 +19,9 @@ def grid_codes(z: torch.Tensor, # n_z codes (n_z, d)
 
 @torch.no_grad()
 def digit_by_z_grid(model: VAE, n_z: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
-    "Decode `n_z` random codes under every label: (n_classes * n_z, 1, 28, 28), row = label, column = code."
-    zz, labels = _grid_codes(torch.randn(n_z, model.latent_dim, generator=generator), model.n_classes)
+    "Decode `n_z` codes drawn at the model's temperature under every label: (n_classes * n_z, 1, 28, 28), row = label, column = code."
+    z = getattr(model, 'temperature', 1.0) * torch.randn(n_z, model.latent_dim, generator=generator)
+    zz, labels = _grid_codes(z, model.n_classes)
     with evaluating(model): return model.decode(zz, labels)
 
 _grid_codes = grid_codes   # the library's name for it: the exercise below may define its own `grid_codes` in this notebook
