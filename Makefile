@@ -10,7 +10,7 @@ ifeq ($(origin OPENGEN_DATA), undefined)
   endif
 endif
 
-.PHONY: install lab test test-nbs test-py test-slow export clean readme docs docs-serve student test-student
+.PHONY: install lab test test-nbs test-py test-slow export clean readme docs docs-serve student test-student execute
 
 # Install (once) into $(VENV); reinstalls only when the package definition changes.
 $(VENV)/.installed: setup.py settings.ini
@@ -57,6 +57,16 @@ export: install
 	$(BIN)/nbdev_export
 
 clean: install
+	$(BIN)/nbdev_clean
+
+# Execute notebooks top to bottom at full size, in place, then clean them: `make execute NBS="nbs/11_vae.ipynb nbs/40_compare.ipynb"`.
+# The kernel keeps Jupyter's inline backend (MPLBACKEND is unset: with Agg the figures would not be saved in the notebook).
+execute: install
+	@test -n "$(NBS)" || { echo 'name the notebooks: make execute NBS="nbs/11_vae.ipynb ..."'; exit 2; }
+	for nb in $(NBS); do echo "== $$nb"; t0=$$(date +%s); \
+	  env -u MPLBACKEND -u IN_TEST OPENGEN_SIZE=full $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=-1 --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; \
+	  echo "== $$nb: $$(( $$(date +%s) - t0 )) s"; done
 	$(BIN)/nbdev_clean
 
 readme: install

@@ -50,3 +50,32 @@ def test_every_exercise_carries_nbgrader_metadata():
     unmarked = [p.name for p in sorted((REPO / 'nbs').glob('*.ipynb'))
                 if nbgrader_marks(nb := json.loads(p.read_text()))[0] != nb]
     assert not unmarked, f'{unmarked} lack nbgrader metadata on their exercises: run python tools/nbgrader_marks.py'
+
+
+_DRAWS = re.compile(r'^(?!\s*#)(?!\s*def ).*\b(show_images|show_class_grid|plt\.subplots|plt\.figure|plot_\w+|\w+_grid)\(', re.M)
+
+
+def drawing_cells_without_figures(nb: dict) -> list[int]:
+    "Indices of the code cells that draw (outside exported and hidden cells) but kept no image: the notebook ran with a backend that saves none."
+    missing = []
+    for i, c in enumerate(nb['cells']):
+        if c['cell_type'] != 'code': continue
+        src = ''.join(c['source'])
+        if re.search(r'^#\|\s*(export|exporti|hide|eval:\s*false)\b', src, re.M) or not _DRAWS.search(src): continue
+        if not any('image/png' in o.get('data', {}) for o in c.get('outputs', [])): missing.append(i)
+    return missing
+
+
+def test_drawing_cells_keep_their_figures():
+    "Committed notebooks carry the figures they draw (a run under MPLBACKEND=Agg saves none: `make execute` keeps the inline backend)."
+    import json
+    bad = {p.name: m for p in sorted((REPO / 'nbs').glob('[0-9]*.ipynb')) if (m := drawing_cells_without_figures(json.loads(p.read_text())))}
+    assert not bad, f'cells that draw but kept no figure (notebook: cell indices): {bad}; re-run them with `make execute NBS=...`'
+
+
+def test_the_figure_check_sees_a_lost_figure():
+    "The check above fails on a drawing cell whose figure is gone, and passes on one that kept it."
+    cell = lambda outputs: {'cell_type': 'code', 'source': ['fig, ax = plt.subplots()\n', "ax.plot([1, 2]);"], 'outputs': outputs}
+    png = [{'output_type': 'display_data', 'data': {'image/png': 'iVBOR', 'text/plain': '<Figure>'}}]
+    exported = {'cell_type': 'code', 'source': ['#| export\n', 'def plot_it(): show_images(x)'], 'outputs': []}
+    assert drawing_cells_without_figures({'cells': [cell([]), exported, cell(png)]}) == [0]
