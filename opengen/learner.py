@@ -8,7 +8,7 @@ __all__ = ['PRECISIONS', 'FIT_DEFAULTS', 'TRACK_EXTRA', 'dist_rank_world', 'is_m
            'TrainCB', 'to_device', 'Learner', 'SimpleDLs', 'synthetic_regression', 'ProgressCB', 'MetricsCB',
            'one_cycle_lr', 'OneCycleCB', 'ema_decay', 'EMACB', 'GradClipCB', 'NonFiniteLossError', 'NaNGuardCB',
            'CheckpointCB', 'SingleBatchCB', 'debug', 'init_distributed', 'leave_distributed', 'DistributedCB',
-           'bf16_supported', 'autocast_dtype', 'SnapshotCB', 'fit', 'TensorBoardCB', 'train']
+           'cpu_has_native_bf16', 'bf16_supported', 'autocast_dtype', 'SnapshotCB', 'fit', 'TensorBoardCB', 'train']
 
 # %% ../nbs/02_learner.ipynb #332d56de
 import contextlib, copy, csv, inspect, math, os, random, time
@@ -502,11 +502,15 @@ class DistributedCB(Callback):
 # %% ../nbs/02_learner.ipynb #a3e9d5b1
 PRECISIONS = ('fp32', 'bf16')   # what `fit(precision=...)` takes
 
+def cpu_has_native_bf16() -> bool:
+    "Whether this CPU has AVX-512 BF16 or AMX instructions. (oneDNN's own check also says yes on plain AVX-512, where it emulates bfloat16, slower than float32.)"
+    return any(getattr(torch.cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
+
 def bf16_supported(device=None) -> bool:
-    "Whether `device` does bfloat16 arithmetic natively: a CPU with AVX-512 BF16 or AMX (oneDNN's check), a CUDA GPU of compute capability 8 or more."
+    "Whether `device` does bfloat16 arithmetic natively: a CPU with AVX-512 BF16 or AMX (`cpu_has_native_bf16`), a CUDA GPU of compute capability 8 or more."
     d = get_device(device)
     if d.type == 'cuda': return torch.cuda.is_bf16_supported()
-    if d.type == 'cpu': return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if d.type == 'cpu': return torch.backends.mkldnn.is_available() and cpu_has_native_bf16()
     return False
 
 def autocast_dtype(precision: str = 'fp32', # one of `PRECISIONS`

@@ -102,8 +102,17 @@ def test_bad_fit_arguments():
     with pytest.raises(ValueError, match='n_epochs'): learn.fit(-1)
 
 
+@pytest.mark.parametrize('avx512_bf16, amx, native', [(False, False, False), (True, False, True), (False, True, True), (True, True, True)])
+def test_a_cpu_has_native_bf16_only_with_avx512_bf16_or_amx(monkeypatch, avx512_bf16, amx, native):
+    "oneDNN reports bf16 on plain AVX-512 too, where it is emulated and slower than fp32: that CPU must count as having none."
+    from opengen.learner import bf16_supported
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx)
+    assert bf16_supported('cpu') is (native and torch.backends.mkldnn.is_available())
+
+
 def test_bf16_runs_the_forward_pass_in_bfloat16_keeps_fp32_weights_and_falls_back_with_a_line(monkeypatch, capsys):
-    from opengen.learner import bf16_supported, fit
+    from opengen.learner import fit
     seen = []
     class Seen(Callback):
         def after_loss(self, learn): seen.append((learn.preds.dtype, learn.loss.dtype))
@@ -115,10 +124,11 @@ def test_bf16_runs_the_forward_pass_in_bfloat16_keeps_fp32_weights_and_falls_bac
         return m, learn, seen[-1]
     m32, l32, dt32 = run('fp32')
     assert dt32 == (torch.float32, torch.float32) and l32.precision == 'fp32'
+    monkeypatch.setattr('opengen.learner.bf16_supported', lambda device=None: True)    # as on a CPU with native bf16 (emulated here if not)
     m16, l16, dt16 = run('bf16')
-    if bf16_supported(): assert dt16 == (torch.bfloat16, torch.float32) and l16.precision == 'bf16'   # the loss in fp32
+    assert dt16 == (torch.bfloat16, torch.float32) and l16.precision == 'bf16'                         # the loss in fp32
     assert all(p.dtype == torch.float32 for p in m16.parameters())                                     # the weights stay fp32
-    assert not all(torch.equal(a, b) for a, b in zip(m32.parameters(), m16.parameters())) or not bf16_supported()
+    assert not all(torch.equal(a, b) for a, b in zip(m32.parameters(), m16.parameters()))
     v32, v16 = l32.history[-1]['valid_loss'], l16.history[-1]['valid_loss']
     assert abs(v16 - v32) < 0.15 * v32, (v32, v16)                                                     # it learns as fp32 does
     monkeypatch.setattr('opengen.learner.bf16_supported', lambda device=None: False)                   # a CPU without bf16
