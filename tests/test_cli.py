@@ -85,6 +85,8 @@ def test_console_script_draws_the_digit_asked_for(tmp_path):
     ['sample', 'ddpm', '--digit', '5', '--sampler', 'heun', '--out', 'x.png'],
     ['sample', 'ldm', '--digit', '12', '--out', 'x.png'],
     ['sample', 'ldm', '--digit', '2', '--temperature', '0.5', '--out', 'x.png'],
+    ['sample', 'text2img', '--dataset', 'fashion', '--prompt', 'a sneaker', '--out', 'x.png'],
+    ['sample', 'cgan', '--dataset', 'emnist', '--digit', '2', '--out', 'x.png'],
     ['train', 'cvae', '--epochs', '0', '--out', 'somewhere'],
     ['train', 'cvae', '--epochs', '1', '--out', 'fresh_dir', '--resume'],
     ['train', 'cvae', '--epochs', '1', '--n-train', '10', '--out', 'x'],
@@ -111,6 +113,16 @@ def test_bad_arguments_give_one_line(args, tmp_path, monkeypatch, capsys):
 def test_list_names_every_shipped_weight(capsys):
     rc, out, _ = run(['list'], capsys)
     assert rc == 0 and {'cvae_mnist', 'ddpm_cond_mnist', 'text2img_mnist', 'classifier_mnist'} <= set(out.split())
+
+
+def test_sample_a_fashion_model(tmp_path, capsys):
+    "`--dataset fashion` draws from the Fashion weights: the Fashion classifier reads the class asked for (7: Sneaker)."
+    rc, out, err = run(['sample', 'cgan', '--dataset', 'fashion', '--digit', '7', '-n', '16', '--out', tmp_path / 's.png'], capsys)
+    assert rc == 0 and 'wrote 16 samples' in out, err
+    read = classifier_logits_and_features(read_grid(tmp_path / 's.png', 16), 'fashion')[0].argmax(1).tolist()
+    assert read.count(7) >= 12, read
+    rc, _, err = run(['sample', 'text2img', '--dataset', 'fashion', '--prompt', 'a sneaker', '--out', tmp_path / 't.png'], capsys)
+    assert rc == 2 and 'no shipped text2img weights for fashion' in err and 'cgan' in err, err
 
 
 def test_train_then_resume(tmp_path, capsys):
