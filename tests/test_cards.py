@@ -80,6 +80,32 @@ def test_a_cards_guidance_selection_is_its_default():
     assert chosen >= 3
 
 
+def _conditional(name: str) -> bool:
+    "Whether a shipped weight's saved config asks for a class (its own `n_classes` or its U-Net's); classifiers aside."
+    cfg = read_meta(WEIGHTS_DIR / f'{name}.safetensors')['config']
+    return not name.startswith('classifier') and bool(cfg.get('n_classes') or (cfg.get('unet') or {}).get('n_classes'))
+
+
+FASHION_GENERATORS = [n for n in NAMES if n.endswith('_fashion') and _conditional(n)]
+
+
+@pytest.mark.parametrize('name', FASHION_GENERATORS)
+def test_the_fashion_models_reach_the_bar(name):
+    "Every shipped Fashion-MNIST model draws the class it is asked for at least 90 % as often as the classifier reads real images"
+    " correctly, and at least 0.8 of the real images' within-class diversity, both at the card's n = 1,000 (the card figures that"
+    " `test_card_states_what_the_weights_do` re-measures)."
+    meta = read_meta(WEIGHTS_DIR / f'{name}.safetensors')['meta']
+    m, real = meta['metrics'], meta['reference_real_data']
+    assert meta['eval_n'] == 1000 and 'fashion' in meta['data'], meta.get('data')
+    assert m['accuracy'] >= 0.9 * real['accuracy'], (name, m['accuracy'], real['accuracy'])
+    assert m['diversity'] >= 0.8 * real['diversity'], (name, m['diversity'], real['diversity'])
+
+
+def test_every_conditional_family_ships_a_fashion_model():
+    "The conditional families of the comparison's Fashion table (CVAE, CGAN, DDPM) each have a Fashion-MNIST weight."
+    assert {'cvae_fashion', 'cgan_fashion', 'ddpm_cond_fashion'} <= set(FASHION_GENERATORS), FASHION_GENERATORS
+
+
 def test_cards_render_their_figures():
     "The Markdown card beside each weight shows the figures of its header (a card that went stale would differ)."
     for name in NAMES:

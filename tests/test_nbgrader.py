@@ -15,7 +15,9 @@ WRONG = ('return h * (1 + scale) + shift', 'return h * scale + shift')   # the e
 
 
 def nbgrader(course: Path, *args, env=None):
-    "Run nbgrader's command line in `course`; its output on failure."
+    "Run nbgrader's command line in `course`; its output on failure. The venv's bin/ leads PATH: nbgrader runs `alembic` from it."
+    env = dict(os.environ if env is None else env)
+    env['PATH'] = os.pathsep.join([str(Path(sys.executable).parent), env.get('PATH', '')])
     r = subprocess.run([sys.executable, '-m', 'nbgrader', *args, f'--CourseDirectory.root={course}'], cwd=course,
                        env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, f'nbgrader {" ".join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}'
