@@ -44,11 +44,12 @@ class CLIError(Exception): "A user error: printed as one line, exit code 2."
 def shipped_weights(model: str, # an `opengen sample` model name, e.g. 'cgan'
                     dataset: str = 'mnist') -> str:
     "The shipped weights `opengen sample MODEL --dataset DATASET` draws from, e.g. 'cgan_fashion'; a `CLIError` naming those that exist if none."
-    name = DEFAULT_WEIGHTS[model].rpartition('_')[0] + f'_{dataset}'
-    if name not in available_pretrained():
-        have = [m for m, w in sorted(DEFAULT_WEIGHTS.items()) if w.rpartition('_')[0] + f'_{dataset}' in available_pretrained()]
+    on = lambda m: DEFAULT_WEIGHTS[m].rpartition('_')[0] + f'_{dataset}'   # 'cgan_mnist' -> 'cgan_fashion'
+    shipped = available_pretrained()
+    if on(model) not in shipped:
+        have = [m for m in sorted(DEFAULT_WEIGHTS) if on(m) in shipped]
         raise CLIError(f'no shipped {model} weights for {dataset}; on {dataset}: {", ".join(have) or "none"} (or pass --weights FILE)')
-    return name
+    return on(model)
 
 def sample_name(model) -> str:
     "The `opengen sample` model name that fits a loaded model (by its class and declared condition)."
