@@ -642,6 +642,7 @@ def train(name: str, # a recipe ('vae_b4') or a weights name ('vae_b4_mnist')
           out: str | Path | None = None, # weights file; default the shipped name in the package's weights/
           eval_n: int | None = None, # samples of the card's evaluation (default: the recipe's)
           config: dict | None = None, # constructor arguments that differ from the recipe's
+          finish: bool = True, # False: save right after `fit`, without the recipe's finishing steps and evaluation (a smoke run)
           **fit_options) -> nn.Module: # options of `fit` (out_dir, resume, n_train, device, progress, ...)
     "Run the recipe of a shipped weight: build, `fit`, finish, evaluate and save it with its model card; returns the model."
     r, ds = get_recipe(name, dataset)
@@ -658,9 +659,9 @@ def train(name: str, # a recipe ('vae_b4') or a weights name ('vae_b4_mnist')
             'precision': learn.precision, 'epochs': epochs, 'steps': learn.train_iter,
             'wall_time_s': round(learn.wall_time_s, 1), 'history': learn.history}
     model.cpu().eval(); learn.recipe = r
-    if r.finish is not None: meta.update(r.finish(model, learn, ds, eval_n))
+    if finish and r.finish is not None: meta.update(r.finish(model, learn, ds, eval_n))
     path = Path(out or weights_dir() / f'{r.weights_name(ds)}.safetensors')
-    if r.save is not None: r.save(model, path, meta, ds, eval_n)
+    if finish and r.save is not None: r.save(model, path, meta, ds, eval_n)
     else: save(model, path, meta); write_model_card(path)
     return model
 

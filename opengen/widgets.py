@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import ipywidgets as W
 from PIL import Image
 
+from .core import by_size, is_smoke
 from .data import label_names, to_png
 from .diffusion.samplers import TrajectoryStats
 
@@ -55,23 +56,27 @@ class Explorer:
     # the static preview: positions per slider, frames at most, base64 bytes of frames at most, controls never varied
     static_steps, static_max_frames, static_max_bytes, static_skip = 11, 121, 250_000, ()
 
-    def static_frames(self) -> tuple[list, list]:
+    def static_frames(self, small: bool = False # a quick preview: 3 positions per slider, 9 frames at most
+                     ) -> tuple[list, list]:
         "Controls varied in the static preview (`(control, values, labels)`) and their frames as PNG bytes."
-        return _static_frames(self, self.static_steps, self.static_max_frames, self.static_max_bytes)
+        steps, frames = (min(self.static_steps, 3), min(self.static_max_frames, 9)) if small else (self.static_steps, self.static_max_frames)
+        return _static_frames(self, steps, frames, self.static_max_bytes)
 
-    def static_html(self) -> str:
-        "A self-contained HTML preview: precomputed frames and a little JavaScript that swaps them."
-        return _static_html(self)
+    def static_html(self, small: bool = False) -> str:
+        "A self-contained HTML preview: precomputed frames and a little JavaScript that swaps them (`small`: see `static_frames`)."
+        return _static_html(self, small)
 
     def _repr_mimebundle_(self, include=None, exclude=None, **kwargs):
-        "The live widget where a kernel runs, and the static preview (`text/html`) for pages without one."
+        "The live widget where a kernel runs, and the static preview (`text/html`) for pages without one (small at smoke size:"
+        " the site shows notebooks executed at full size, a test run only proves the preview is made)."
         data = dict(self.ui._repr_mimebundle_(include=include, exclude=exclude) or {})
-        data['text/html'] = self.static_html()
+        data['text/html'] = self.static_html(small=is_smoke())
         return data
 
-def latency_ms(explorer: Explorer, n: int = 20,
+def latency_ms(explorer: Explorer, n: int | None = None, # redraws (default 20; 3 at smoke size)
                vary: bool = False) -> float: # step the 'seed' control before each redraw (defeats any cache)
     "Median time in ms of `n` redraws of `explorer` (decode + PNG + widget update)."
+    n = n or by_size(smoke=3, full=20)
     explorer.times = []
     seed = next((c for c in explorer.controls if getattr(c, 'description', '') == 'seed'), None)
     for _ in range(n):
@@ -123,9 +128,9 @@ img.src='data:image/png;base64,'+spec.frames[k];}
 inputs.forEach(function(el){el.addEventListener('input',redraw);el.addEventListener('change',redraw);});
 })();"""
 
-def _static_html(ex) -> str:
+def _static_html(ex, small: bool = False) -> str:
     "The preview's HTML: controls, the image, the frames as JSON and the script that swaps them."
-    ctl, frames = ex.static_frames()
+    ctl, frames = ex.static_frames(small)
     if not frames: return ''
     w, h = Image.open(io.BytesIO(frames[0])).size
     base, varied = ex.values(), {id(c): i for i, (c, _, _) in enumerate(ctl)}

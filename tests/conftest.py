@@ -20,6 +20,11 @@ if os.environ.get('PYTEST_XDIST_WORKER'):      # workers share the cores: one th
 # Real-browser fixtures (chromium, the built docs site and its server), shared by test_site.py and test_jupyterlab.py:
 # defined once here so that one Playwright session serves every test.
 from browser_helpers import artifacts, browser, site, site_url  # noqa: E402,F401
+import budget  # noqa: E402  (the time budget of every test: tests/budget.py)
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(budget, 'opengen-budget')
 
 
 @pytest.fixture(autouse=True)
@@ -31,9 +36,10 @@ def _seeded():
 
 @pytest.fixture(scope='session', autouse=True)
 def _cache(tmp_path_factory):
-    "Recomputable files (real-data statistics) in one folder per worker: computed once per process, never shared between workers."
+    """Recomputable files (real-data statistics): in the folder `make test` made fresh for its run and shares between the
+    notebooks and every worker ($OPENGEN_TEST_CACHE: computed once, written atomically), else in one folder per worker."""
     old = os.environ.get('OPENGEN_CACHE')
-    os.environ['OPENGEN_CACHE'] = str(tmp_path_factory.getbasetemp() / 'opengen-cache')
+    os.environ['OPENGEN_CACHE'] = os.environ.get('OPENGEN_TEST_CACHE') or str(tmp_path_factory.getbasetemp() / 'opengen-cache')
     yield
     if old is None: os.environ.pop('OPENGEN_CACHE', None)
     else: os.environ['OPENGEN_CACHE'] = old

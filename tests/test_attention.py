@@ -56,11 +56,13 @@ def test_shipped_a4_listens_to_prompts_and_ignores_them_at_s0():
 
 @pytest.mark.xdist_group('text2img_mnist')
 def test_shipped_a4_meets_acceptance_on_heldout_prompts():
-    "The bar on the first 250 samples of the card's held-out evaluation (the card test's samples, drawn once)."
+    "The bar on the card's held-out evaluation (n = 1,000, which the card test re-measures) and on its first 100 samples"
+    " (the card test's check samples, drawn once)."
     m = shipped('text2img_mnist')
     row = m.meta['evaluation']['A4']
-    x, y = sampler_of(m, 'text2img_mnist')(250, seed=row['seed'], steps=row['steps'], guidance_scale=row['guidance_scale'],
-                                           templates='heldout')
+    assert row['n'] == 1000 and row['accuracy_heldout'] >= 0.98 and row['diversity'] >= 0.8, row
+    x, y = sampler_of(m, 'text2img_mnist')(row['check']['heldout']['n'], seed=row['seed'], steps=row['steps'],
+                                           guidance_scale=row['guidance_scale'], templates='heldout')
     r = measure(x, y)
     assert r['accuracy'] >= 0.98 and r['diversity'] >= 0.8, r
     assert not set(PROMPT_TEMPLATES['mnist']['heldout']) & set(PROMPT_TEMPLATES['mnist']['seen'])

@@ -127,12 +127,12 @@ def test_sample_a_fashion_model(tmp_path, capsys):
 
 def test_train_then_resume(tmp_path, capsys):
     out = tmp_path / 'run'
-    rc, so, err = run(['train', 'cvae', '--epochs', '1', '--n-train', '256', '--out', out], capsys)
+    rc, so, err = run(['train', 'cvae', '--epochs', '1', '--n-train', '256', '--eval-n', '20', '--out', out], capsys)
     assert rc == 0, err
     w = out / 'cvae_mnist.safetensors'
     assert w.exists() and w.with_suffix('.md').exists() and (out / 'loss_curve.png').exists()
     first = load(w).state_dict()
-    rc, so, err = run(['train', 'cvae', '--epochs', '2', '--n-train', '256', '--out', out, '--resume'], capsys)
+    rc, so, err = run(['train', 'cvae', '--epochs', '2', '--n-train', '256', '--eval-n', '20', '--out', out, '--resume'], capsys)
     assert rc == 0, err
     assert 'resumed from' in so and 'epoch 1' in so
     assert any(not torch.equal(a, b) for a, b in zip(first.values(), load(w).state_dict().values()))   # it trained on
@@ -142,16 +142,16 @@ def test_train_then_resume(tmp_path, capsys):
 
 def test_train_a_recipe_on_the_other_dataset(tmp_path, capsys):
     "The MNIST recipe trained with --dataset fashion writes the fashion weight, whose card names the dataset it saw."
-    rc, _, err = run(['train', 'cvae', '--dataset', 'fashion', '--epochs', '1', '--n-train', '256', '--eval-n', '100',
+    rc, _, err = run(['train', 'vae', '--dataset', 'fashion', '--epochs', '1', '--n-train', '256', '--eval-n', '20',
                       '--out', tmp_path], capsys)
     assert rc == 0, err
-    m = load(tmp_path / 'cvae_fashion.safetensors').meta
+    m = load(tmp_path / 'vae_fashion.safetensors').meta
     assert m['data'].startswith('fashion') and 'fashion' in m['description'], m
 
 
 def test_train_and_sample_a_cgan(tmp_path, capsys):
     out = tmp_path / 'run'
-    rc, _, err = run(['train', 'cgan', '--epochs', '1', '--n-train', '256', '--out', out], capsys)
+    rc, _, err = run(['train', 'cgan', '--epochs', '1', '--n-train', '256', '--eval-n', '20', '--out', out], capsys)
     assert rc == 0, err
     w = out / 'cgan_mnist.safetensors'
     assert w.exists() and w.with_suffix('.md').exists() and load(w).meta['epochs'] == 1
@@ -162,11 +162,11 @@ def test_train_and_sample_a_cgan(tmp_path, capsys):
 @pytest.mark.filterwarnings('ignore::opengen.diffusion.samplers.OutOfRangeWarning')   # one epoch: the samples are still noise
 def test_train_and_sample_a_ddpm(tmp_path, capsys):
     out = tmp_path / 'run'
-    rc, _, err = run(['train', 'ddpm_cond', '--epochs', '1', '--n-train', '256', '--eval-n', '100', '--out', out], capsys)
+    rc, _, err = run(['train', 'ddpm_cond', '--epochs', '1', '--n-train', '256', '--eval-n', '20', '--out', out], capsys)
     assert rc == 0, err
     w = out / 'ddpm_cond_mnist.safetensors'
     assert w.exists() and w.with_suffix('.md').exists() and (out / 'snapshots').is_dir()
-    assert load(w).meta['eval_n'] == 100
+    assert load(w).meta['eval_n'] == 20
     rc, _, err = run(['sample', 'ddpm', '--digit', '4', '--guidance-scale', '2', '--steps', '5', '-n', '4',
                       '--weights', w, '--out', tmp_path / 'fours.png'], capsys)
     assert rc == 0 and read_grid(tmp_path / 'fours.png', 4).shape == (4, 1, 28, 28), err

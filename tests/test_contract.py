@@ -143,6 +143,8 @@ def test_a_card_epochs_are_the_recipe_epochs():
 @pytest.mark.xdist_group('recipes')
 @pytest.mark.filterwarnings('ignore::opengen.diffusion.samplers.OutOfRangeWarning')   # one tiny epoch: noise
 def test_a_smoke_run_of_every_recipe_goes_through_the_one_fit(tmp_path, monkeypatch):
+    "Every recipe trains two steps on 32 images through the one `fit` and saves its weights and card (its finishing"
+    " steps and evaluation are the shipped weights' business: their cards are re-measured in test_cards.py)."
     calls = []
     real_fit = opengen.learner.fit
     def counting_fit(model, *a, **kw):
@@ -152,8 +154,8 @@ def test_a_smoke_run_of_every_recipe_goes_through_the_one_fit(tmp_path, monkeypa
     monkeypatch.setattr(opengen.learner, 'fit', counting_fit)
     for name in sorted(RECIPES):
         before = len(calls)
-        m = train(name, epochs=1, n_train=256, n_valid=128, bs=128, eval_n=20, out=tmp_path / f'{name}.safetensors',
-                  show=False, progress=False)
+        m = train(name, epochs=1, n_train=32, n_valid=16, bs=16, out=tmp_path / f'{name}.safetensors',   # two steps, no evaluation
+                  show=False, progress=False, finish=False)
         assert len(calls) == before + 1 and calls[-1] == type(m).__name__, name
         saved = load(tmp_path / f'{name}.safetensors')
         assert type(saved) is type(m) and saved.meta['epochs'] == 1 and (tmp_path / f'{name}.md').exists()

@@ -73,6 +73,7 @@ def test_a_run_that_lost_a_rank_resumes_from_its_checkpoint(tmp_path, two_epochs
     assert max(abs(a - b) for a, b in zip(res['losses'], ref['losses'])) < 1e-6
 
 
+@pytest.mark.budget(120)   # torchrun and two ranks, each importing every family of the CLI
 def test_the_cli_launches_the_processes_and_rank_0_writes_the_card(tmp_path):
     "`opengen train NAME --nproc 2`: torchrun starts 2 ranks of `python -m opengen.cli train NAME`; one weights file, one card, saying so."
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}

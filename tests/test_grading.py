@@ -13,7 +13,8 @@ from opengen.exercises import student_notebook
 from opengen.grading import WORKBOOK, chapter_exercises
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.xdist_group("grading")   # one worker grades the class once
+pytestmark = [pytest.mark.xdist_group("grading"),  # one worker grades the class once
+              pytest.mark.budget(150)]          # the first test waits for the class: five kernels, one of them looping to its timeout
 OPENGEN = Path(sys.executable).parent / 'opengen'
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from browser_helpers import PageWatch, free_port
 
-pytestmark = pytest.mark.xdist_group('browser')   # one worker, one chromium for every browser test
+pytestmark = [pytest.mark.xdist_group('browser'),  # one worker, one chromium for every browser test
+              pytest.mark.budget(120)]          # the first test waits for JupyterLab to start and the chapter to run
 REPO = Path(__file__).resolve().parents[1]
 CHAPTER = '11_vae.ipynb'
 RIGHT = 'return mu + (0.5 * logvar).exp() * eps'

@@ -12,7 +12,7 @@ from opengen.metrics import (InceptionUnavailable, RealData, add_noise, classifi
                              classifier_logits_and_features, conditional_accuracy, diversity, draw_samples, evaluate,
                              feature_stats, frechet_distance, inception_features, inception_model, measure,
                              precision_recall, real_images, real_stats, reference_row, results_table)
-from shipped import shipped, classifier_test_accuracy
+from shipped import shipped
 
 TARGETS = {'mnist': 0.993, 'fashion': 0.91}
 
@@ -20,7 +20,8 @@ TARGETS = {'mnist': 0.993, 'fashion': 0.91}
 @pytest.mark.xdist_group('cheap')
 @pytest.mark.parametrize('ds', ['mnist', 'fashion'])
 def test_shipped_classifiers_reach_their_targets(ds):
-    acc = classifier_test_accuracy(f'classifier_{ds}')                                  # the card test's measurement, made once
+    "The card's accuracy on all 10,000 test images (the card test re-measures it from the first 1,000, exactly there) reaches the target."
+    acc = shipped(f'classifier_{ds}').meta['metrics']['test_accuracy']
     assert acc >= TARGETS[ds], f'{ds} classifier: {acc:.4f} < {TARGETS[ds]}'
 
 

@@ -65,6 +65,7 @@ def test_generate_assignment_accepts_a_chapter(course):
     assert sum(bool(m.get('points')) for m in meta) == 3 and all('checksum' in m for m in meta if m.get('grade'))
 
 
+@pytest.mark.budget(120)   # nbgrader's autograde runs the chapter in three kernels
 def test_autograde_scores_the_checks(course):
     subs = {'alice': (REPO / 'nbs' / CHAPTER).read_text(),                      # every solution
             'bob': (course / 'release' / 'ps1' / CHAPTER).read_text()}          # the release, untouched

@@ -9,7 +9,8 @@ import pytest
 
 from browser_helpers import REPO, PageWatch
 
-pytestmark = pytest.mark.xdist_group('browser')   # one worker, one chromium for every browser test
+pytestmark = [pytest.mark.xdist_group('browser'),  # one worker, one chromium for every browser test
+              pytest.mark.budget(150)]          # the first tests wait for chromium, the docs build (from a fresh clone) and the crawl of every page
 
 # Resolves once MathJax 3 has typeset the page; false when the page has no MathJax.
 MATHJAX_DONE = """() => (window.MathJax && window.MathJax.startup && window.MathJax.startup.promise)

@@ -15,7 +15,7 @@ import pandas as pd
 from ..checkpoints import Recipe, constructor_parameters, load, read_meta, read_safetensors, register_recipe, write_model_card, write_safetensors
 from ..core import weights_dir
 from ..data import dataset_name
-from ..metrics import evaluate
+from ..metrics import CHECK_N, evaluate
 from .ddpm import Diffusion
 from .unet import unet_preset
 from .text import TextDiffusion, templates_for
@@ -55,7 +55,7 @@ def set_sampling_defaults(model: Diffusion, **defaults) -> Diffusion:
 # %% ../../nbs/26_ablation.ipynb #d1414937
 def evaluate_arm(model: Diffusion, dataset: str = 'mnist', n: int = 1000, steps: int = 25, seed: int = 0,
                  guidance_scale: float | None = None,
-                 check_n: int | None = 250) -> dict: # also record the figures of the first `check_n` samples (`evaluate`'s check)
+                 check_n: int | None = CHECK_N) -> dict: # also record the figures of the first `check_n` samples (`evaluate`'s check)
     "One row of the ablation table: metrics of `evaluate` (held-out prompts for text models) plus accuracy on seen prompts."
     kw = dict(steps=steps, seed=seed, **({} if guidance_scale is None else dict(guidance_scale=guidance_scale)))
     s = model.defaults['guidance_scale'] if guidance_scale is None else guidance_scale
@@ -153,7 +153,7 @@ def record_repeat(repeat: str | Path, # weights written by `train(<arm weights>,
     return path
 
 def record_check(path: str | Path, # an arm's weights written before `evaluate_arm` recorded checks
-                 dataset: str = 'mnist', check_n: int = 250) -> Path:
+                 dataset: str = 'mnist', check_n: int = CHECK_N) -> Path:
     "Add to each evaluation row of an arm's card the figures of its first `check_n` samples, as `evaluate_arm` records them; the tensors stay as they are."
     model, (tensors, header) = load(path), read_safetensors(path)
     for row in header['meta']['evaluation'].values():

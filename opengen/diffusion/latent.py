@@ -14,7 +14,7 @@ from torch import nn
 from ..checkpoints import Configurable, Recipe, load, load_pretrained, register_recipe
 from ..data import load_dataset, to_pixel_range
 from ..exercises import Case, Exercise, register_exercise
-from ..metrics import measure, save_evaluated
+from ..metrics import CHECK_N, CHECK_TEST_N, measure, save_evaluated
 from ..models.ae import bernoulli_nll
 from ..models.vae import VAETrainCB, gaussian_kl, reparameterize
 from ..models.vqvae import grid_decoder, grid_encoder
@@ -104,7 +104,8 @@ def _ae_card(model: KLAutoencoder, learn, dataset: str, eval_n: int) -> dict:
     rep = autoencoder_report(model, dataset)
     return {'data': f'{dataset} train, pixels in [0, 1]; the scale from one posterior draw per training image; reconstruction figures on all '
                     f'{rep["n"]:,} test images (posterior means), their metrics on the first {rep["metrics_n"]:,}; samples: N(0, I) latents (no prior)',
-            'metrics': {key: v for key, v in rep.items() if key not in ('n', 'metrics_n')}}
+            'metrics': {key: v for key, v in rep.items() if key not in ('n', 'metrics_n')},
+            'check': {'test_images': {key: v for key, v in autoencoder_report(model, dataset, n=CHECK_TEST_N, n_metrics=CHECK_N).items() if key != 'metrics_n'}}}
 
 # %% ../../nbs/29_latent.ipynb #a40d54a5
 class LatentFlow(FlowMatching):

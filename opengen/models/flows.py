@@ -20,7 +20,7 @@ from ..checkpoints import Configurable, Recipe, register_recipe
 from ..data import load_dataset, to_pixel_range
 from ..exercises import Case, Exercise, register_exercise
 from ..learner import GradClipCB, TrainCB
-from ..metrics import evaluate, save_evaluated
+from ..metrics import CHECK_N, CHECK_TEST_N, evaluate, save_evaluated
 from ..nn import Generative, evaluating
 
 # %% ../../nbs/14_flows.ipynb #bf871784
@@ -387,7 +387,9 @@ def _flow_card(model: ImageFlow, learn, dataset: str, eval_n: int) -> dict:
                     'K = 8 dequantization draws (seed 0)',
             'metrics': {'test_bpd': (tb := bits_per_dim_on_test_set(model, dataset))['bpd'], 'test_bpd_single': tb['bpd_single'],
                         'valid_bpd': round(learn.history[-1].get('valid_loss', float('nan')), 4)},
-            'temperature_selection': sel, 'by_temperature': temps}
+            'temperature_selection': sel, 'by_temperature': temps,
+            'check': {'test_images': {'n': CHECK_TEST_N, **{f'test_{k}': v for k, v in bits_per_dim_on_test_set(model, dataset, n=CHECK_TEST_N).items()
+                                                            if k in ('bpd', 'bpd_single')}}}}
 
 register_recipe(Recipe('flow', ImageFlow, dict(n_classes=10, hidden=(16, 48, 96), steps=(2, 4, 6), n_blocks=1), 13,
                        fit=dict(bs=64, lr=1e-3), finish=_flow_card, save=save_evaluated,

@@ -19,7 +19,7 @@ from ..checkpoints import Configurable, Recipe, register_recipe
 from ..exercises import Case, Exercise, register_exercise
 from ..data import load_dataset, to_pixel_range
 from ..learner import Callback, TrainCB
-from ..metrics import evaluate, save_evaluated
+from ..metrics import CHECK_N, CHECK_TEST_N, evaluate, save_evaluated
 from ..nn import ConvEncoder, ConvDecoder, Generative, evaluating
 from .ae import bernoulli_nll
 
@@ -158,7 +158,8 @@ def _vae_card(model: VAE, learn, dataset: str, eval_n: int) -> dict:
     return {'data': f'{dataset} train' + (', dynamically binarised; test metrics on a fixed binarisation (seed 0)' if binar else ''),
             'metrics': {'test_elbo_nats': round(elbo_on_test_set(model, dataset, n=10000), 2),
                         'valid_recon_nats': round(last.get('valid_recon', float('nan')), 2),
-                        'valid_kl_nats': round(last.get('valid_kl', float('nan')), 2)}}
+                        'valid_kl_nats': round(last.get('valid_kl', float('nan')), 2)},
+            'check': {'test_images': {'n': CHECK_TEST_N, 'test_elbo_nats': round(elbo_on_test_set(model, dataset, n=CHECK_TEST_N), 4)}}}
 
 def choose_sampling(model: VAE, dataset: str = 'mnist', temperatures: tuple = (0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 1.0),
                     n: int = 1000, seed: int = 1, min_accuracy: float = 0.87, min_diversity: float = 0.85) -> dict:

@@ -15,7 +15,7 @@ from ..checkpoints import Configurable, Recipe, register_recipe
 from ..data import load_dataset, to_pixel_range
 from ..exercises import Case, Exercise, register_exercise
 from ..learner import TrainCB
-from ..metrics import measure, save_evaluated
+from ..metrics import CHECK_N, CHECK_TEST_N, measure, save_evaluated
 from .ae import bernoulli_nll
 from ..nn import Generative, conv_block, evaluating
 
@@ -230,6 +230,7 @@ def _vqvae_card(model: VQVAE, learn, dataset: str, eval_n: int) -> dict:
     return {'data': f'{dataset} train; reconstruction figures on all {rep["n"]:,} test images, their metrics on the first {rep["metrics_n"]:,}; '
                     'samples: codes drawn independently per position (no prior)',
             'metrics': {key: v for key, v in rep.items() if key not in ('n', 'metrics_n')},
+            'check': {'test_images': {key: v for key, v in reconstruction_report(model, dataset, n=CHECK_TEST_N, n_metrics=CHECK_N).items() if key != 'metrics_n'}},
             'codebook_curve': [{key: (round(v, 4) if isinstance(v, float) else v) for key, v in r.items()} for r in h[::every]]}
 
 register_recipe(Recipe('vqvae', VQVAE, dict(K=128, D=16, widths=(32, 64)), 6, fit=dict(bs=128, lr=2e-3), finish=_vqvae_card, save=save_evaluated,

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['causal_mask', 'teacher_forcing', 'CausalSelfAttention', 'DecoderBlock', 'next_token_probs', 'sample_token',
-           'PriorTrainCB', 'TokenPrior', 'bits_per_code', 'tokens_per_second', 'choose_sampling', 'token_explorer']
+           'PriorTrainCB', 'TokenPrior', 'bits_per_code', 'tokens_per_second', 'choose_sampling',
+           'bits_per_code_by_condition', 'token_explorer']
 
 # %% ../../nbs/27_tokens.ipynb #cabd8aa2
 import math
@@ -23,7 +24,7 @@ from ..diffusion.guidance import cfg_combine
 from ..diffusion.text import CLASS_WORDS, captions, templates_for, text_encoder
 from ..exercises import Case, Exercise, register_exercise
 from ..learner import TrainCB
-from ..metrics import evaluate, save_evaluated
+from ..metrics import CHECK_N, CHECK_TEST_N, evaluate, save_evaluated
 from ..nn import Generative, check_labels, evaluating
 from ..widgets import Explorer
 
@@ -297,18 +298,24 @@ def choose_sampling(model: TokenPrior, dataset: str = 'mnist', guidance_scales: 
     return {'seed': seed, 'n': n, 'templates': templates, 'min_accuracy': min_accuracy, 'rows': rows,
             'chosen': {'guidance_scale': best['guidance_scale'], 'temperature': best['temperature']}}
 
+def bits_per_code_by_condition(model: TokenPrior, dataset: str = 'mnist', n: int | None = None) -> dict:
+    "`bits_per_code` on the first `n` test images under each condition a card reports: held-out, seen and null captions (a text prior), else 'test'."
+    if model.condition != 'text': return {'test': bits_per_code(model, dataset, n)}
+    return {'heldout': bits_per_code(model, dataset, n, templates='heldout'), 'seen': bits_per_code(model, dataset, n, templates='seen'),
+            'null': bits_per_code(model, dataset, n, null=True)}
+
 def _prior_card(model: TokenPrior, learn, dataset: str, eval_n: int) -> dict:
     "The card of a trained prior: sampling settings chosen on seed 1 (made the defaults), bits per code, the KV-cache speed-up, the seen-template row."
     n_test = None if eval_n >= 1000 else 10 * eval_n            # a smoke run (eval_n < 1,000) measures on fewer images
     sel = choose_sampling(model, dataset, n=min(500, eval_n)) if model.condition != 'none' else None
     if sel:
         for key, v in sel['chosen'].items(): setattr(model, key, v); model.config[key] = v
-    bpc = {'heldout': bits_per_code(model, dataset, n_test, templates='heldout'), 'seen': bits_per_code(model, dataset, n_test, templates='seen'),
-           'null': bits_per_code(model, dataset, n_test, null=True)} if model.condition == 'text' else {'test': bits_per_code(model, dataset, n_test)}
+    bpc = bits_per_code_by_condition(model, dataset, n_test)
     seen = evaluate(model, dataset, eval_n, seed=0, templates='seen') if model.condition == 'text' else None
     return {'data': f'{dataset} train, codes of the shipped {model.config["vqvae"]}; captions from the seen templates in training; '
                     f'metrics on the held-out templates ({eval_n} samples, seed 0); bits per code on ' + ('all 10,000' if n_test is None else f'the first {n_test:,}') + ' test images',
             'metrics': {f'bits_per_code_{k}': round(v, 4) for k, v in bpc.items()},
+            'check': {'test_images': {'n': CHECK_TEST_N, **{f'bits_per_code_{k}': round(v, 4) for k, v in bits_per_code_by_condition(model, dataset, CHECK_TEST_N).items()}}},
             'sampling_selection': sel, 'speed_tokens_per_s': tokens_per_second(model),
             'seen_templates': None if seen is None else {key: round(seen[key], 4) for key in ('accuracy', 'fid_clf', 'diversity', 'precision', 'recall')}}
 
