@@ -6,7 +6,7 @@ from opengen.checkpoints import available_pretrained, load, read_meta, read_safe
 from opengen.core import WEIGHTS_DIR
 from opengen.diffusion.ablation import arm_runs
 from opengen.metrics import measure
-from shipped import NOT_REMEASURED, QUALITY, arm_card_figures, card_checks, compare, consistent, sampler_of, shipped
+from shipped import NOT_REMEASURED, QUALITY, arm_card_figures, card_checks, compare, consistent, dataset_of, full_card_checks, sampler_of, shipped
 
 NAMES = available_pretrained()
 # the models whose check samples take the longest (diffusion, the flow, the token prior) each in an xdist group of their own,
@@ -128,6 +128,15 @@ def test_diffusion_card_at_its_full_n(name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('name', [n for n in NAMES if not n.startswith(('ddpm', 'fm_', 'ldm_cond', 'ablation', 'text2img'))])
+def test_card_in_full(name):
+    "`make test-slow`: the figures the fast card test reaches from its check (n = 1,000 evaluations, all 10,000 test images), measured in full."
+    checks = full_card_checks(shipped(name), shipped(name).meta, sampler_of(shipped(name), name), name)
+    bad = [str(c) for c in checks if not c.ok]
+    assert checks and not bad, '\n'.join(bad)
+
+
+@pytest.mark.slow
 def test_the_smaller_n_tolerances_hold_on_the_cheap_models():
     "How `consistent`'s tolerances were chosen: on the nine cheap models, their first 250 and 500 samples against the card at"
     " n = 1,000 (`pytest -s -m slow -k tolerances` prints the largest deviation as a fraction of its tolerance)."
@@ -136,7 +145,8 @@ def test_the_smaller_n_tolerances_hold_on_the_cheap_models():
         meta = shipped(name).meta
         x, y = sampler_of(shipped(name), name)(meta['eval_n'])
         for k in (100, 250, 500):
-            checks = consistent(meta['metrics'], measure(x[:k], None if y is None else y[:k]), k, meta['eval_n'], conditional=y is not None)
+            ds = dataset_of(meta)
+            checks = consistent(meta['metrics'], measure(x[:k], None if y is None else y[:k], ds), k, meta['eval_n'], ds, conditional=y is not None)
             assert all(c.ok for c in checks), [str(c) for c in checks if not c.ok]
             worst = max([worst] + [abs(c.fresh - c.card) / c.tol for c in checks])
     print(f'largest deviation: {worst:.0%} of its tolerance')

@@ -59,7 +59,7 @@ def graded(tmp_path_factory):
     bad.insert(2, nbformat.v4.new_code_cell('1 / 0')); bad.insert(3, nbformat.v4.new_code_cell('while True: pass'))
     write(sub / 'erin' / '11_vae.ipynb', bad)
     out = root / 'out' / 'grades.csv'
-    r = subprocess.run([str(OPENGEN), 'grade', str(sub), '--out', str(out), '--cell-timeout', '10', '--timeout', '300'],
+    r = subprocess.run([str(OPENGEN), 'grade', str(sub), '--out', str(out), '--cell-timeout', '20', '--timeout', '300'],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     rows = {row['student']: row for row in csv.DictReader(out.open())}

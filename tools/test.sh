@@ -22,6 +22,7 @@ stage() {   # stage NAME COMMAND...: run it, time it, remember a failure and go 
   return $rc
 }
 
+export MPLBACKEND=${MPLBACKEND:-Agg}          # figures are drawn, not rendered to PNG (`make execute` keeps the notebooks' own)
 export OPENGEN_CACHE="$PWD/_build/test-cache"
 rm -rf "$OPENGEN_CACHE"; mkdir -p "$OPENGEN_CACHE"
 export OPENGEN_TEST_CACHE="$OPENGEN_CACHE"     # tests/conftest.py: the workers share it instead of one cache each
