@@ -29,7 +29,7 @@ export OPENGEN_TEST_CACHE="$OPENGEN_CACHE"     # tests/conftest.py: the workers 
 
 stage "install (make install)" "$MAKE" --no-print-directory install || exit $?
 stage "notebooks (teacher + student)" env OMP_NUM_THREADS=1 "$BIN/python" tools/test_notebooks.py --workers "$NPROC"
-stage "pytest" "$BIN/pytest" -q -n "$NPROC" --dist loadgroup --durations=15 tests
+stage "pytest" "$BIN/pytest" -q -n "$NPROC" --dist loadgroup --durations=30 tests
 
 echo; echo "=== make test: stage timings"
 printf '%s\n' "${TIMES[@]}"
