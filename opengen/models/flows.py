@@ -20,7 +20,7 @@ from ..checkpoints import Configurable, Recipe, register_recipe
 from ..data import load_dataset, to_pixel_range
 from ..exercises import Case, Exercise, register_exercise
 from ..learner import GradClipCB, TrainCB
-from ..metrics import CHECK_N, CHECK_TEST_N, evaluate, save_evaluated
+from ..metrics import CHECK_TEST_N, evaluate, save_evaluated
 from ..nn import Generative, evaluating
 
 # %% ../../nbs/14_flows.ipynb #bf871784

@@ -19,7 +19,7 @@ from ..checkpoints import Configurable, Recipe, register_recipe
 from ..exercises import Case, Exercise, register_exercise
 from ..data import load_dataset, to_pixel_range
 from ..learner import Callback, TrainCB
-from ..metrics import CHECK_N, CHECK_TEST_N, evaluate, save_evaluated
+from ..metrics import CHECK_TEST_N, evaluate, save_evaluated
 from ..nn import ConvEncoder, ConvDecoder, Generative, evaluating
 from .ae import bernoulli_nll
 

@@ -24,7 +24,7 @@ from ..diffusion.guidance import cfg_combine
 from ..diffusion.text import CLASS_WORDS, captions, templates_for, text_encoder
 from ..exercises import Case, Exercise, register_exercise
 from ..learner import TrainCB
-from ..metrics import CHECK_N, CHECK_TEST_N, evaluate, save_evaluated
+from ..metrics import CHECK_TEST_N, evaluate, save_evaluated
 from ..nn import Generative, check_labels, evaluating
 from ..widgets import Explorer
 
