@@ -235,7 +235,7 @@ def dataset_of(meta: dict) -> str:
     return 'fashion' if 'fashion' in (meta.get('data', '') + meta.get('description', '')).lower() else 'mnist'
 
 
-def fresh_check(model, meta: dict, draw, name: str | None = None) -> dict:
+def fresh_check(model, meta: dict, draw) -> dict:
     """The `check` block of a card, measured now from the weights: the quality figures of the first `check n` samples of
     the card's evaluation (`evaluate`'s prefix) and each test-set figure on the first `check n` test images (the n the card
     states, else `CHECK_N` / `CHECK_TEST_N`), computed by the same library calls as the recipe's card (`save_evaluated` and
@@ -286,7 +286,7 @@ def card_checks(model, meta: dict, draw, name: str | None = None) -> list[Check]
     ds, m, out = dataset_of(meta), meta.get('metrics', {}), []
     if 'evaluation' in meta:                                                   # an ablation arm (26_ablation)
         return _arm_checks(model, meta, draw, ds)
-    card, fresh = meta.get('check', {}), fresh_check(model, meta, draw, name)
+    card, fresh = meta.get('check', {}), fresh_check(model, meta, draw)
     assert card, f'the card has no check block: python tools/card_checks.py --write {name or "NAME"}'
     for part in ('samples', 'test_images'):
         assert (part in card) == (part in fresh), (part, sorted(card), sorted(fresh))
