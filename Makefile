@@ -12,15 +12,9 @@ endif
 
 .PHONY: install lab test test-nbs test-py test-slow export clean readme docs docs-serve student test-student execute
 
-# Install (once) into $(VENV); reinstalls only when the package definition changes.
-$(VENV)/.installed: setup.py settings.ini
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# pip byte-compiles some 19,000 files one after another (a minute); compileall does it on every core (some files of
-	# the dependencies are not Python 3: its exit status is not ours)
-	$(BIN)/pip install --no-compile -e ".[dev,text,teach]"
-	-$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null 2>&1
-	# a kernel spec that points at this venv's python, whatever is first on PATH
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (opengen)"
+# Install (once) into $(VENV); reinstalls only when the package definition changes (tools/install.sh: uv, else pip).
+$(VENV)/.installed: setup.py settings.ini tools/install.sh
+	PYTHON=$(PYTHON) bash tools/install.sh $(VENV)
 	touch $@
 
 install: $(VENV)/.installed

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['DATASETS', 'RAW_FILES', 'EXTRA_DATASETS', 'EMNIST_RAW_FILES', 'QUICKDRAW_URL', 'DatasetInfo', 'dataset_name',
-           'label_names', 'DataNotFoundError', 'ImageSet', 'load_dataset', 'to_pixel_range', 'from_pixel_range',
-           'ArrayLoader', 'DataLoaders', 'subset', 'get_dls', 'loader_throughput', 'show_images', 'to_png',
-           'show_class_grid', 'class_means']
+           'label_names', 'DataNotFoundError', 'read_idx', 'ImageSet', 'load_dataset', 'to_pixel_range',
+           'from_pixel_range', 'ArrayLoader', 'DataLoaders', 'subset', 'get_dls', 'loader_throughput', 'show_images',
+           'to_png', 'show_class_grid', 'class_means']
 
 # %% ../nbs/01_data.ipynb #0b97a76c
 import contextlib, io, math, shutil, string, urllib.parse, urllib.request
@@ -17,20 +17,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import datasets
 
 from .core import data_root, get_device
 
 # %% ../nbs/01_data.ipynb #773b8574
 class DatasetInfo(NamedTuple):
     "How to find and describe one dataset."
-    tv_class: type     # the torchvision dataset class that reads the IDX files
-    folder: str        # sub-folder of the data root that torchvision uses
+    tv_name: str       # the torchvision dataset class that downloads the IDX files when they are missing
+    folder: str        # sub-folder of the data root (torchvision's layout)
     classes: tuple     # human-readable label names, index = label
 
 DATASETS = {
-    'mnist': DatasetInfo(datasets.MNIST, 'MNIST', tuple(str(i) for i in range(10))),
-    'fashion': DatasetInfo(datasets.FashionMNIST, 'FashionMNIST',
+    'mnist': DatasetInfo('MNIST', 'MNIST', tuple(str(i) for i in range(10))),
+    'fashion': DatasetInfo('FashionMNIST', 'FashionMNIST',
                            ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                             'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')),
 }
@@ -63,6 +62,20 @@ def _missing_message(name, root, reason):
             f"or point OPENGEN_DATA (or the `root` argument) at a folder that holds {info.folder}/raw/. "
             "On a machine with internet, download=True fetches them.")
 
+# %% ../nbs/01_data.ipynb #5c250989
+def read_idx(path: str | Path # an IDX file, uncompressed
+            ) -> torch.Tensor:
+    "The array an IDX file holds (MNIST's format, unsigned bytes), as a `uint8` tensor of the shape its header gives."
+    data = Path(path).read_bytes()
+    if len(data) < 4 or data[:2] != bytes(2) or data[2] != 0x08:
+        raise ValueError(f'{path} is not an IDX file of unsigned bytes (it starts with {data[:4].hex()}); the IDX files may be damaged.')
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
+    body = data[4 + 4 * ndim:]
+    if len(body) != math.prod(shape):
+        raise ValueError(f'{path} holds {len(body):,} values where its header promises {shape}: the file is cut short or damaged.')
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
+
 # %% ../nbs/01_data.ipynb #9ea6e7db
 _CACHE: dict = {}   # (name, split, root) -> ImageSet: each split is read from disk once per process
 
@@ -94,21 +107,21 @@ def load_dataset(name: str = 'mnist', # 'mnist' or 'fashion'; also 'emnist-lette
     info, root = DATASETS[name], data_root(root)
     cached = _CACHE.get((name, split, str(root)))
     if cached is not None: return cached
-    try:
-        # torchvision prints its download attempts; keep them out of the student's notebook
-        with contextlib.redirect_stdout(io.StringIO()):
-            ds = info.tv_class(str(root), train=split == 'train', download=False)
-    except RuntimeError:
-        if not download: raise DataNotFoundError(_missing_message(name, root, 'download=False')) from None
+    raw, prefix = root / info.folder / 'raw', 'train' if split == 'train' else 't10k'
+    images, labels = raw / f'{prefix}-images-idx3-ubyte', raw / f'{prefix}-labels-idx1-ubyte'
+    if not (images.exists() and labels.exists()):
+        if not download: raise DataNotFoundError(_missing_message(name, root, 'download=False'))
         try:
+            from torchvision import datasets      # only to download (its mirrors and checksums); imported here, as it costs a second
+            # torchvision prints its download attempts; keep them out of the student's notebook
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                ds = info.tv_class(str(root), train=split == 'train', download=True)
+                getattr(datasets, info.tv_name)(str(root), train=split == 'train', download=True)
         except Exception as e:
             raise DataNotFoundError(_missing_message(name, root, f'download failed: {type(e).__name__}')) from None
-    x, y = ds.data, ds.targets
-    if x.dtype != torch.uint8 or x.shape[1:] != (28, 28):
-        raise ValueError(f"{info.folder} in {root} is not 28x28 uint8 images; the IDX files may be damaged.")
-    ds = ImageSet(x.contiguous(), y.long(), info.classes, name, split)
+    x, y = read_idx(images), read_idx(labels)
+    if x.shape[1:] != (28, 28) or y.shape != x.shape[:1]:
+        raise ValueError(f"{info.folder} in {root} is not 28x28 uint8 images with one label each; the IDX files may be damaged.")
+    ds = ImageSet(x, y.long(), info.classes, name, split)
     if len(_CACHE) >= 8: _CACHE.pop(next(iter(_CACHE)))
     _CACHE[(name, split, str(root))] = ds
     return ds
@@ -128,6 +141,7 @@ def _load_emnist_letters(split: str, root: Path, download: bool) -> ImageSet:
     "EMNIST letters through torchvision: images transposed back upright, labels 1..26 shifted to 0..25."
     folder = root / 'EMNIST' / 'raw'
     def read(dl):
+        from torchvision import datasets          # imported here: it costs a second, and MNIST and Fashion-MNIST do without it
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             return datasets.EMNIST(str(root), split='letters', train=split == 'train', download=dl)
     try: ds = read(False)

@@ -11,9 +11,6 @@ import csv, json, os, shutil, signal, subprocess, sys, tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-import nbformat
-from nbclient import NotebookClient
-
 import opengen.diffusion.attention, opengen.diffusion.ddpm, opengen.diffusion.guidance, opengen.diffusion.samplers, opengen.diffusion.unet  # noqa: F401 (registers their exercises)
 import opengen.models.ae, opengen.models.cvae, opengen.models.flows, opengen.models.gan, opengen.models.vae, opengen.models.vqvae  # noqa: F401 (registers their exercises)
 import opengen.tokens.prior  # noqa: F401 (registers its exercises)
@@ -78,6 +75,8 @@ def _first_error(nb) -> str:
 
 def _execute(nb_path: str, results: str, names: list, cell_timeout: int) -> None:
     "Run in a child process: execute the notebook with the grading cells appended; write the student's first error beside the results."
+    import nbformat                       # nbformat and nbclient where they are used: their import costs 1.5 s that other commands need not pay
+    from nbclient import NotebookClient
     nb = nbformat.read(nb_path, as_version=4)
     nb.cells = [c for c in nb.cells if c.cell_type in ('code', 'markdown', 'raw')]
     for n in names:
@@ -116,6 +115,7 @@ def run_submission(path: str | Path, # a submitted notebook
     if chapter is None: return Grade(str(path), None, {}, 'not a chapter of the workbook: the file name does not start with one and it calls no check')
     names = chapter_exercises(chapter)
     not_graded = lambda why: Grade(str(path), chapter, {n: ('not graded', why) for n in names}, why)
+    import nbformat
     try: nbformat.validate(nbformat.reads(source, as_version=4))
     except Exception as e: return not_graded(f'not a readable notebook ({type(e).__name__}: {str(e)[:120]}); submit the .ipynb file saved by Jupyter')
     with tempfile.TemporaryDirectory(prefix='opengen-grade-') as tmp:

@@ -121,8 +121,6 @@ def load_classifier(dataset: str = 'mnist', device='cpu') -> DomainClassifier:
     return _CLF_CACHE[key]
 
 # %% ../nbs/05_metrics.ipynb #93ff898b
-from pytorch_fid.fid_score import calculate_frechet_distance
-
 def feature_stats(f) -> tuple[np.ndarray, np.ndarray]:
     "Mean and covariance `(mu, sigma)` of features `f` (N, d), in float64."
     f = np.asarray(f, dtype=np.float64)
@@ -131,6 +129,7 @@ def feature_stats(f) -> tuple[np.ndarray, np.ndarray]:
 
 def frechet_distance(stats_a: tuple, stats_b: tuple) -> float:
     "Fréchet distance between two Gaussians given as `(mu, sigma)` (pytorch-fid's implementation)."
+    from pytorch_fid.fid_score import calculate_frechet_distance   # imported here: pytorch-fid imports torchvision (a second)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')   # pytorch-fid warns and regularises when a covariance is singular
         return float(calculate_frechet_distance(*stats_a, *stats_b))

@@ -45,9 +45,7 @@ def test_console_script_draws_the_digit_asked_for(tmp_path):
     assert r.returncode == 0, r.stderr
     assert 'wrote 16 samples' in r.stdout
     d = digits(tmp_path / 'sevens.png', 16)
-    assert d.count(7) >= 14, d
-    r = subprocess.run([str(BIN), 'sample', 'cvae', '--digit', '10', '--out', 'x.png'], capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 2 and r.stderr.strip().count('\n') == 0 and 'Traceback' not in r.stderr, r.stderr
+    assert d.count(7) >= 14, d   # (the console script is `main`: its one-line errors are tested in-process below)
 
 
 @pytest.mark.parametrize('args', [

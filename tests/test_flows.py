@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from opengen.data import load_dataset, to_pixel_range
 from opengen.learner import SimpleDLs, fit
