@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 lab: install
 	$(BIN)/jupyter lab nbs/
 
-# Both stages use every core: two notebooks (or two pytest-xdist workers) at a time, one torch thread each.
+# Both stages use every core: as many notebooks at a time as cores, one pytest-xdist worker more (one torch thread each).
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 
 # `make test` (tools/test.sh): the install, then every notebook once on every core (a chapter with exercises runs as its
@@ -44,7 +44,7 @@ test-student: student
 	for nb in $$(cat student/EXERCISES); do OPENGEN_EXERCISES=student OMP_NUM_THREADS=1 $(BIN)/nbdev_test --path student/$$nb || exit 1; done
 
 test-py: install
-	$(BIN)/pytest -q -n $(NPROC) --dist loadgroup --durations=15 tests
+	$(BIN)/pytest -q -n $$(( $(NPROC) + 1 )) --dist loadgroup --durations=15 tests
 
 # The card figures whose sampling takes minutes (e.g. the 250-step DDPM row of the steps study), re-measured.
 test-slow: install

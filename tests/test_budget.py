@@ -24,10 +24,12 @@ def test_failing_is_reported_as_itself(): time.sleep(0.5); assert False, 'its ow
 '''
 
 
-def run_suite(tmp_path, limit: str):
+def run_suite(tmp_path, limit: str, workers: int | None = None):
+    "The small suite in a pytest of its own, as if it were one of `workers` pytest-xdist workers (None: not under xdist)."
     (tmp_path / 'test_small.py').write_text(SUITE)
     (tmp_path / 'conftest.py').write_text('import budget\ndef pytest_configure(config): config.pluginmanager.register(budget)\n')
-    env = {**os.environ, 'OPENGEN_TEST_BUDGET_S': limit, 'PYTHONPATH': str(HERE)}
+    env = {k: v for k, v in os.environ.items() if k != 'PYTEST_XDIST_WORKER_COUNT'} | {'OPENGEN_TEST_BUDGET_S': limit, 'PYTHONPATH': str(HERE)}
+    if workers: env['PYTEST_XDIST_WORKER_COUNT'] = str(workers)
     r = subprocess.run([sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider', '-rA', '-q', '-o', 'addopts=', str(tmp_path)],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     return {line.split()[1].split('::')[-1]: line.split()[0] for line in r.stdout.splitlines()
@@ -49,3 +51,13 @@ def test_a_mark_raises_the_limit_and_zero_turns_the_budget_off(tmp_path):
     assert outcome['test_allowed_longer'] == 'PASSED' and outcome['test_too_long'] == 'PASSED', out
     outcome, out = run_suite(tmp_path, '0')
     assert all(v == 'PASSED' for k, v in outcome.items() if k != 'test_failing_is_reported_as_itself'), out
+
+
+def test_more_workers_than_cores_share_a_core_and_the_limits_grow_with_the_share(tmp_path):
+    from budget import core_share
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    outcome, out = run_suite(tmp_path, '0.2', workers=3 * cores)          # 3 workers per core: 0.2 s becomes 0.6 s
+    assert outcome['test_too_long'] == 'PASSED' and outcome['test_allowed_longer'] == 'PASSED', out
+    outcome, out = run_suite(tmp_path, '0.1', workers=3 * cores)          # 0.3 s: the message says why the limit is what it is
+    assert outcome['test_too_long'] == 'FAILED' and '(3 workers per core)' in out, out
+    assert core_share() >= 1                                              # this process's own share: never below one core

@@ -12,6 +12,8 @@ from browser_helpers import REPO, PageWatch
 pytestmark = [pytest.mark.xdist_group('browser'),  # one worker, one chromium for every browser test
               pytest.mark.budget(150)]          # the first tests wait for chromium, the docs build (from a fresh clone) and the crawl of every page
 
+CRAWL_BATCH = 6          # pages loading at once in the crawl
+
 # Resolves once MathJax 3 has typeset the page; false when the page has no MathJax.
 MATHJAX_DONE = """() => (window.MathJax && window.MathJax.startup && window.MathJax.startup.promise)
                         ? window.MathJax.startup.promise.then(() => true) : false"""
@@ -42,18 +44,23 @@ def has_math(site, page: str) -> bool:
 
 @pytest.fixture(scope='module')
 def crawl(browser, site, site_url):
-    "Visit every page once; collect what each shows and what went wrong."
+    "Visit every page once; collect what each shows and what went wrong. The pages of a batch load side by side (each"
+    " tab's wait for its last request overlaps the others' rendering), each in a tab of its own."
     ctx = browser.new_context(viewport={'width': 1280, 'height': 900})
-    out = {}
+    out, names = {}, pages(site)
     try:
-        for name in pages(site):
-            page = ctx.new_page()
-            w = PageWatch(page, site_url)
-            page.goto(site_url + name, wait_until='load')
-            typeset = page.evaluate(MATHJAX_DONE)
-            page.wait_for_load_state('networkidle')
-            out[name] = {**page.evaluate(PAGE_FACTS), 'typeset': typeset, 'errors': w.errors}
-            page.close()
+        for i in range(0, len(names), CRAWL_BATCH):
+            tabs = []
+            for name in names[i:i + CRAWL_BATCH]:
+                page = ctx.new_page()
+                tabs.append((name, page, PageWatch(page, site_url)))
+                page.goto(site_url + name, wait_until='commit')             # starts loading; the next tab starts at once
+            for name, page, w in tabs:
+                page.wait_for_load_state('load')
+                typeset = page.evaluate(MATHJAX_DONE)
+                page.wait_for_load_state('networkidle')
+                out[name] = {**page.evaluate(PAGE_FACTS), 'typeset': typeset, 'errors': w.errors}
+                page.close()
     finally: ctx.close()
     return out
 

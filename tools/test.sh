@@ -29,7 +29,9 @@ export OPENGEN_TEST_CACHE="$OPENGEN_CACHE"     # tests/conftest.py: the workers 
 
 stage "install (make install)" "$MAKE" --no-print-directory install || exit $?
 stage "notebooks (teacher + student)" env OMP_NUM_THREADS=1 "$BIN/python" tools/test_notebooks.py --workers "$NPROC"
-stage "pytest" "$BIN/pytest" -q -n "$NPROC" --dist loadgroup --durations=30 tests
+# one pytest worker more than cores: a worker waiting for a browser, a server or a subprocess leaves its core to the
+# others (tests/budget.py scales the per-test limits by workers / cores)
+stage "pytest" "$BIN/pytest" -q -n "$(( NPROC + 1 ))" --dist loadgroup --durations=30 tests
 
 echo; echo "=== make test: stage timings"
 printf '%s\n' "${TIMES[@]}"
