@@ -15,7 +15,7 @@ import opengen.diffusion.attention, opengen.diffusion.ddpm, opengen.diffusion.gu
 import opengen.models.ae, opengen.models.cvae, opengen.models.flows, opengen.models.gan, opengen.models.vae, opengen.models.vqvae  # noqa: F401 (registers their exercises)
 import opengen.tokens.prior  # noqa: F401 (registers its exercises)
 import opengen.diffusion.flow_matching, opengen.diffusion.latent, opengen.speed, opengen.compare  # noqa: F401 (registers their exercises)
-from .exercises import EXERCISES
+from .exercises import EXERCISES, EXPORT_CALL
 
 # %% ../nbs/07_grading.ipynb #07a00006
 WORKBOOK = {'10_ae': ('ae', 'opengen.models.ae'), '11_vae': ('vae', 'opengen.models.vae'), '12_cvae': ('cvae', 'opengen.models.cvae'),
@@ -78,7 +78,8 @@ def _execute(nb_path: str, results: str, names: list, cell_timeout: int) -> None
     import nbformat                       # nbformat and nbclient where they are used: their import costs 1.5 s that other commands need not pay
     from nbclient import NotebookClient
     nb = nbformat.read(nb_path, as_version=4)
-    nb.cells = [c for c in nb.cells if c.cell_type in ('code', 'markdown', 'raw')]
+    # a cell that exports the notebook needs the repository, not the student's work: skipped, so that nobody is blamed for it
+    nb.cells = [c for c in nb.cells if c.cell_type in ('code', 'markdown', 'raw') and EXPORT_CALL not in c.source]
     for n in names:
         cell = nbformat.v4.new_code_cell(_grading_cell(n, Path(results))); cell.metadata['opengen_grader'] = True; nb.cells.append(cell)
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name='python3', allow_errors=True, interrupt_on_timeout=True,

@@ -1,9 +1,12 @@
 """The workbook's exercises: every check passes the library's reference, rejects each plausible wrong answer it lists with
 that answer's own hint, reports a stub as not done, and survives a function that crashes; the student edition turns
 every solution into a stub and nothing else."""
+import ast
+import inspect
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,7 @@ import opengen.models.vqvae  # noqa: F401
 import opengen.speed  # noqa: F401
 import opengen.compare  # noqa: F401
 import opengen.tokens.prior  # noqa: F401
-from opengen.exercises import BEGIN, END, EXERCISES, check, run_check, student_notebook
+from opengen.exercises import BEGIN, END, EXERCISES, answer_functions, check, run_check, student_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = {'ae': '10_ae', 'vae': '11_vae', 'cvae': '12_cvae', 'samplers': '22_samplers', 'gan': '13_gan', 'flows': '14_flows', 'unet': '20_unet', 'ddpm': '21_ddpm', 'guidance': '23_cfg', 'attention': '24_attention', 'vqvae': '15_vqvae', 'tokens': '27_tokens', 'flow_matching': '28_flow_matching', 'latent': '29_latent', 'speed': '32_speed', 'compare': '40_compare'}
@@ -96,9 +99,94 @@ def test_the_student_edition_stubs_every_solution_and_keeps_the_rest(chapter):
         else: assert ts == ss
 
 
-def test_the_build_writes_every_notebook_and_lists_the_exercised_ones(tmp_path):
-    r = subprocess.run([sys.executable, 'tools/build_student.py', '--dst', str(tmp_path / 'student')], cwd=REPO,
-                       capture_output=True, text=True, timeout=300)
+@pytest.fixture(scope='module')
+def student_edition(tmp_path_factory) -> Path:
+    "The student edition as `make student` builds it (tools/build_student.py), once for the tests below."
+    dst = tmp_path_factory.mktemp('edition') / 'student'
+    r = subprocess.run([sys.executable, 'tools/build_student.py', '--dst', str(dst)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert {p.name for p in (tmp_path / 'student').glob('*.ipynb')} == {p.name for p in (REPO / 'nbs').glob('*.ipynb')}
-    assert set((tmp_path / 'student' / 'EXERCISES').read_text().split()) == {f'{c}.ipynb' for c in CHAPTERS.values()}
+    return dst
+
+
+def test_the_build_writes_every_notebook_and_lists_the_exercised_ones(student_edition):
+    assert {p.name for p in student_edition.glob('*.ipynb')} == {p.name for p in (REPO / 'nbs').glob('*.ipynb')}
+    assert set((student_edition / 'EXERCISES').read_text().split()) == {f'{c}.ipynb' for c in CHAPTERS.values()}
+
+
+def body_lines(f) -> set[str]:
+    "The lines of a function's body that say something: not its signature or docstring, not a comment or a short line."
+    src = textwrap.dedent(inspect.getsource(f))
+    fn = ast.parse(src).body[0]
+    body = fn.body[1:] if fn.body and isinstance(fn.body[0], ast.Expr) and isinstance(getattr(fn.body[0], 'value', None), ast.Constant) else fn.body
+    lines = src.splitlines()[body[0].lineno - 1:fn.end_lineno] if body else []
+    return {l.strip() for l in lines if len(l.strip()) >= 12 and not l.strip().startswith('#')}
+
+
+def test_the_student_edition_shows_no_answer(student_edition):
+    "No line of the code that answers an exercise (`answer_functions`: the reference, what an adapter calls) and no"
+    " exercise definition appears in any code cell of the student edition; the teacher's edition shows them."
+    code = {p.name: [''.join(c['source']) for c in json.loads(p.read_text())['cells'] if c['cell_type'] == 'code']
+            for p in student_edition.glob('*.ipynb')}
+    lines = {nb: {l.strip() for src in cells for l in src.splitlines()} for nb, cells in code.items()}
+    by_nb = {p.name: {l.strip() for c in json.loads(p.read_text())['cells'] if c['cell_type'] == 'code' for l in ''.join(c['source']).splitlines()}
+             for p in (REPO / 'nbs').glob('*.ipynb')}
+    teacher = set().union(*by_nb.values())
+    idiom = lambda l: sum(l in ls for ls in by_nb.values()) > 1       # a line in the code of several chapters is an idiom, not an answer
+    searched, leaks = 0, []
+    for name, ex in sorted(EXERCISES.items()):
+        for f in answer_functions(ex):
+            if f.__name__ == '<lambda>': continue
+            body = {l for l in body_lines(f) if not idiom(l)}
+            if not body: continue                                           # nothing but idioms (a one-line call of numpy, say)
+            searched += len(body)
+            assert body & teacher, f'{name}: {f.__qualname__} is not in the teacher\'s notebooks: the search would prove nothing'
+            leaks += [f'{nb}: {name} ({f.__qualname__}): {l}' for nb, ls in lines.items() for l in sorted(body & ls)]
+    assert searched > 80 and not leaks, '\n'.join(leaks[:40])
+    defs = [nb for nb, cells in code.items() if nb != '06_exercises.ipynb' for src in cells if 'Exercise(' in src or 'register_exercise(' in src]
+    assert not defs, f'exercise definitions shown in {sorted(set(defs))}'
+    assert not [nb for nb, cells in code.items() for src in cells if 'nbdev_export(' in src]
+
+
+def _ema_index_add(N, m, z, k, gamma=0.99, eps=1e-5):
+    "The EMA codebook update written with index_add_ instead of a one-hot matrix."
+    counts = torch.zeros_like(N).index_add_(0, k, torch.ones(len(k), dtype=N.dtype))
+    N, m = gamma * N + (1 - gamma) * counts, gamma * m + (1 - gamma) * torch.zeros_like(m).index_add_(0, k, z)
+    n = N.sum()
+    return N, m, m / ((N + eps) * n / (n + len(N) * eps)).unsqueeze(1)
+
+
+def _attention_plain(q, k, v, mask=None):
+    s = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+    a = torch.softmax(s if mask is None else s.masked_fill(~mask, float('-inf')), dim=-1)
+    return a @ v, a
+
+
+# right answers written another way than the reference: each must pass (the wrong ones are the listed mistakes, above)
+RIGHT = {
+    'unet.patchify': lambda x, p: x.unfold(2, p, p).unfold(3, p, p).permute(0, 1, 4, 5, 2, 3).reshape(x.shape[0], -1, x.shape[2] // p, x.shape[3] // p),
+    'latent.latent_scale': lambda z: 1 / torch.std(z.double()).item(),
+    'flow_matching.cfm_loss': lambda net, x0, eps, t: (net(torch.lerp(x0, eps, t.reshape(-1, *[1] * (x0.dim() - 1))), t) - (eps - x0)).square().mean(),
+    'tokens.causal_mask': lambda n, L=None, device=None: torch.ones(n, L or n, dtype=torch.bool, device=device).tril((L or n) - n),
+    'guidance.guided_eps': lambda f, x, t, y, null, s: (lambda e: e[1] + s * (e[0] - e[1]))(
+        f(x.repeat(2, *[1] * (x.dim() - 1)), t.repeat(2), torch.cat([y, null.repeat(len(y))])).chunk(2)),
+    'attention.attention': _attention_plain,
+    'vqvae.ema_codebook_update': _ema_index_add,
+}
+
+
+@pytest.mark.parametrize('name', sorted(RIGHT))
+def test_a_right_answer_written_another_way_passes(name):
+    r = run_check(EXERCISES[name], RIGHT[name])
+    assert r.status == 'passed', r.message
+
+
+def test_the_exercise_text_states_the_convention_the_check_wants():
+    "Where two answers are defensible, the exercise says which one the check accepts (and the check's hint says it again)."
+    text = lambda nb: '\n'.join(''.join(c['source']) for c in json.loads((REPO / 'nbs' / nb).read_text())['cells'] if c['cell_type'] == 'markdown')
+    assert "torch's default estimator (`z.std()`, which divides by N − 1)" in text('29_latent.ipynb')
+    assert 'not a large negative number such as −1e9' in text('24_attention.ipynb')
+    assert 'toy points are (B, 2)' in text('28_flow_matching.ipynb')
+    assert 'without calling `F.pixel_unshuffle`' in text('20_unet.ipynb') and '**one** call' in text('23_cfg.ipynb')
+    hints = {n: ' '.join(EXERCISES[n].mistakes) for n in ('latent.latent_scale', 'attention.attention', 'unet.patchify', 'guidance.guided_eps', 'tokens.causal_mask')}
+    assert 'N − 1' in hints['latent.latent_scale'] and '−1e9' in hints['attention.attention'] and 'F.pixel_unshuffle' in hints['unet.patchify']
+    assert 'once' in hints['guidance.guided_eps'] and 'boolean' in hints['tokens.causal_mask']

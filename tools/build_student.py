@@ -1,10 +1,12 @@
 """Build the student edition: every notebook of nbs/ into student/, each solution region (### BEGIN SOLUTION ... ### END
-SOLUTION) replaced by `raise NotImplementedError()` and the outputs of those cells and their check cells cleared
-(`opengen.exercises.student_notebook`). `make student` runs it; student/ is not committed."""
+SOLUTION) replaced by `raise NotImplementedError()` and the outputs of those cells and their check cells cleared, and
+the code that answers an exercise (the library's implementation, the exercise's definition) imported from the package
+instead of shown (`opengen.exercises.student_notebook`, `hide_answers`). `make student` runs it; student/ is not committed."""
 import argparse, json, shutil
 from pathlib import Path
 
-from opengen.exercises import student_notebook
+from opengen.exercises import EXERCISES, hidden_answers, student_notebook
+from opengen.grading import WORKBOOK  # noqa: F401  (imports every chapter's module: registers every exercise)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,9 +15,9 @@ def build(src: Path = ROOT / 'nbs', dst: Path = ROOT / 'student') -> dict:
     "Write the student edition of `src` into `dst` (replaced); returns {notebook: number of solution regions}."
     if dst.exists(): shutil.rmtree(dst)
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns('*.ipynb', '.ipynb_checkpoints', '_proc'))
-    counts = {}
+    counts, answers = {}, hidden_answers(EXERCISES.values())
     for p in sorted(src.glob('*.ipynb')):
-        nb, n = student_notebook(json.loads(p.read_text()))
+        nb, n = student_notebook(json.loads(p.read_text()), answers)
         (dst / p.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
         counts[p.name] = n
     return counts

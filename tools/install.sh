@@ -4,7 +4,8 @@
 # The packages are installed by uv (from PyPI, into the venv first): it unpacks the wheels on every core, some 6 GB with
 # torch's, where pip takes two and a half minutes on one. uv does not read pip's configuration, so the indexes, the
 # local wheel folders and the constraints pip is configured with (`pip config list`, PIP_* variables) are handed to it:
-# both resolve from the same places and pick the same releases. Modules are byte-compiled when first imported, not all 19,000 at install.
+# both resolve from the same places and pick the same releases. Modules are byte-compiled when first imported, not all
+# 19,000 at install (the few that every process imports are imported once below).
 # Where uv cannot be had or fails, pip does the same install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,9 @@ with_pip() {
 
 t0=$(date +%s)
 if with_uv; then how=uv; else echo 'uv could not install the packages: pip installs them instead'; with_pip; how=pip; fi
+# the modules every process of the workbook imports, byte-compiled once: where PYTHONDONTWRITEBYTECODE is set (as on
+# some machines), nothing else keeps compiled files, and each process would compile torch again (8 s, not 3, per import)
+env -u PYTHONDONTWRITEBYTECODE "$BIN/python" -c 'import torch, torchvision, matplotlib.pyplot, pandas, IPython, ipykernel.kernelapp, nbclient, opengen.cli, opengen.grading' 
 # a kernel spec that points at this venv's python, whatever is first on PATH
 "$BIN/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (opengen)"
 echo "installed with $how in $(( $(date +%s) - t0 )) s"

@@ -22,6 +22,9 @@ stage() {   # stage NAME COMMAND...: run it, time it, remember a failure and go 
   return $rc
 }
 
+# compiled modules are kept (the venv's, once, on first import): with PYTHONDONTWRITEBYTECODE set, as on some machines,
+# each of the suite's some 60 processes would compile what it imports again (torch: 8 s instead of 3)
+unset PYTHONDONTWRITEBYTECODE
 export MPLBACKEND=${MPLBACKEND:-Agg}          # figures are drawn, not rendered to PNG (`make execute` keeps the notebooks' own)
 export OPENGEN_CACHE="$PWD/_build/test-cache"
 rm -rf "$OPENGEN_CACHE"; mkdir -p "$OPENGEN_CACHE"

@@ -2,7 +2,8 @@
 
 - A notebook without exercises runs as the teacher wrote it (`nbdev_test`'s runner, smoke size).
 - A notebook with exercises runs once as its *test edition*: the student edition (`opengen.exercises.student_notebook`,
-  every solution a stub) with the teacher's solution run just before each stub. Around every exercise the cells are
+  every solution a stub, the answers imported from the package instead of shown) with the teacher's solution run just
+  before each stub. Around every exercise the cells are
     OPENGEN_EXERCISES=teacher; the solution cell; its check (must pass)
     OPENGEN_EXERCISES=student; the stub cell;     its check (must say "not done")
   so the rest of the notebook runs on the stubs, as a student's does: the run proves both what the teacher's edition
@@ -68,12 +69,17 @@ def test_edition(nb: dict) -> tuple[dict, int]:
 
 def plan(names: list[str] | None, dst: Path) -> list[tuple[Path, str]]:
     "(notebook to run, its edition) for every notebook of nbs/ (or those named), test editions written into `dst`."
+    from opengen.exercises import EXERCISES, hidden_answers, hide_answers
+    from opengen.grading import WORKBOOK  # noqa: F401  (imports every chapter's module: registers every exercise)
+    answers = hidden_answers(EXERCISES.values())
     if dst.exists(): shutil.rmtree(dst)
     shutil.copytree(NBS, dst, ignore=shutil.ignore_patterns('*.ipynb', '.ipynb_checkpoints', '_proc'))
     out = []
     for p in sorted(NBS.glob('*.ipynb')):
         if p.name.startswith(('_', '.')) or (names and p.stem not in names and p.name not in names): continue
-        nb, n = test_edition(json.loads(p.read_text()))
+        teacher = json.loads(p.read_text())
+        nb, n = test_edition(teacher)
+        if n: nb, _ = test_edition(hide_answers(teacher, answers)[0])   # as the student's: the answers imported, not shown
         if not n: out.append((p, 'teacher')); continue
         (dst / p.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False))
         out.append((dst / p.name, 'teacher+student'))

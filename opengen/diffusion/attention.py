@@ -146,6 +146,9 @@ register_exercise(
                                                               if mask is not None else (q @ k.transpose(-1, -2)).softmax(-1)),
         'the mask is True where a key MAY be read: fill the scores where it is False':
             lambda q, k, v, mask=None: _attention(q, k, v, None if mask is None else ~mask),
+        'set the scores of masked keys to −∞ (float("-inf")), not to −1e9: a query whose keys are all masked must get NaN weights, as in the library, not uniform ones':
+            lambda q, k, v, mask=None: (lambda A: (A @ v, A))((q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(~mask, -1e9).softmax(-1)
+                                                              if mask is not None else (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(-1)),
         'each query\'s weights over the keys sum to one: softmax over the last dimension (the keys)':
             lambda q, k, v, mask=None: (lambda A: (A @ v, A))((q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(-2))}),
     Exercise('attention.split_heads', split_heads, lambda g: _token_cases(g, True), mistakes={

@@ -330,7 +330,8 @@ def _loss_cases(g: torch.Generator) -> list:
     x0 = lambda *s: torch.rand(*s, generator=g) * 2 - 1
     return [Case('random times, (4, 1, 4, 4)', (_stand_in_net, x0(4, 1, 4, 4), r(4, 1, 4, 4), torch.rand(4, generator=g))),
             Case('t = 0 (data) and t = 1 (noise)', (_stand_in_net, x0(2, 1, 3, 3), r(2, 1, 3, 3), torch.tensor([0., 1.]))),
-            Case('a batch of 3 MNIST-sized images', (_stand_in_net, x0(3, 1, 28, 28), r(3, 1, 28, 28), torch.rand(3, generator=g)))]
+            Case('a batch of 3 MNIST-sized images', (_stand_in_net, x0(3, 1, 28, 28), r(3, 1, 28, 28), torch.rand(3, generator=g))),
+            Case('5 points of the 2-D toy data, (5, 2)', (_stand_in_net, x0(5, 2), r(5, 2), torch.rand(5, generator=g)))]
 
 def _step_cases(g: torch.Generator) -> list:
     "(v_fn, x, t, t_next): the first step from noise, a middle step, the last step to t = 0."
@@ -347,7 +348,9 @@ register_exercise(
         'the network sees the point on the path x_t, not the clean x0':
             lambda net, x0, eps, t: (net(x0, t) - _velocity_target(x0, eps)).pow(2).mean(),
         'the loss of a batch is the mean of the squared errors, not their sum':
-            lambda net, x0, eps, t: (net(_fm_path(x0, eps, t), t) - _velocity_target(x0, eps)).pow(2).sum()}),
+            lambda net, x0, eps, t: (net(_fm_path(x0, eps, t), t) - _velocity_target(x0, eps)).pow(2).sum(),
+        'reshape t (B,) to broadcast over data of any shape, t.view(-1, *[1] * (x0.dim() - 1)): the toy data are (B, 2), the images (B, 1, H, W)':
+            lambda net, x0, eps, t: (net((1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * eps, t) - _velocity_target(x0, eps)).pow(2).mean()}),
     Exercise('flow_matching.euler_step', _euler_step, _step_cases, mistakes={
         'time runs from 1 (noise) down to 0 (data): the step is h = t_next − t, which is negative':
             lambda v, x, t, tn: x + (t - tn) * v(x, t),

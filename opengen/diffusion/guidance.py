@@ -128,6 +128,18 @@ def _guided_cases(g: torch.Generator) -> list:
     return [Case(f's = {s}, labels {y.tolist()}', (eps_fn, torch.randn(4, 1, 4, 4, generator=g), torch.randint(0, 250, (4,), generator=g), y, null, s))
             for s in (3.0, 1.5)]
 
+def _count_calls(f):
+    "The probe of the guided-ε exercise: f's answer and how many times it called the network (the exercise asks for one call, on the doubled batch)."
+    def probed(eps_fn, x, t, y, null, s):
+        calls = []
+        def counted(*a, **k): calls.append(1); return eps_fn(*a, **k)
+        return f(counted, x, t, y, null, s), torch.tensor(len(calls))
+    return probed
+
+def _two_calls(f, x, t, y, null, s):
+    "A mistake of the guided-ε exercise: the right numbers from two calls of the network."
+    return cfg_combine(f(x, t, y), f(x, t, null.expand(len(y))), s)
+
 def _drop_cases(g: torch.Generator) -> list:
     "Labels with their uniform draws: a hand-made batch, and 1,000 random ones at p_uncond = 0.1 and 0.5."
     cases = [Case('labels 0..4, draws 0.05, 0.5, 0.09, 0.95, 0.2, p = 0.1', (torch.arange(5), torch.tensor([0.05, 0.5, 0.09, 0.95, 0.2]), 0.1, 10))]
@@ -138,7 +150,8 @@ register_exercise(
     Exercise('guidance.cfg_combine', cfg_combine, _eps_cases, mistakes={
         's = 1 must give ε_c and s = 0 ε_u: ε_u + s (ε_c − ε_u), not (1 − s) ε_c + s ε_u': lambda ec, eu, s: (1 - s) * ec + s * eu,
         "that is the w-form with w = s: Ho & Salimans' w is s − 1, i.e. ε_c + (s − 1)(ε_c − ε_u)": lambda ec, eu, s: ec + s * (ec - eu)}),
-    Exercise('guidance.guided_eps', lambda f, x, t, y, null, s: _guided_eps(_EpsFn(f, null), x, t, y, s), _guided_cases, mistakes={
+    Exercise('guidance.guided_eps', lambda f, x, t, y, null, s: _guided_eps(_EpsFn(f, null), x, t, y, s), _guided_cases, probe=_count_calls, mistakes={
+        'call the network once, on the doubled batch (x twice; c, then ∅): two calls cost two passes of the U-Net': _two_calls,
         'the guided batch is (c, then ∅): the first half of the output is ε_c, the second ε_u':
             lambda f, x, t, y, null, s: (lambda e: cfg_combine(e[1], e[0], s))(f(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null.expand(len(y))])).chunk(2)),
         'append the null condition to the batch (c, then ∅), not c a second time':

@@ -176,7 +176,9 @@ register_exercise(
         'unit variance needs 1 / standard deviation; 1 / variance over-corrects': lambda z: 1 / z.float().var().item(),
         'the factor multiplies the latents, so it is 1 / std, not std': lambda z: z.float().std().item(),
         'one standard deviation over all values of all latents: the spread between images counts too, not only within each image':
-            lambda z: 1 / z.float().flatten(1).std(1).mean().item()}),
+            lambda z: 1 / z.float().flatten(1).std(1).mean().item(),
+        "use torch's default estimator, z.std() (dividing by N − 1), as the exercise says; std(unbiased=False) and np.std divide by N":
+            lambda z: 1 / z.float().std(unbiased=False).item()}),
     Exercise('latent.kl_ae_loss', _kl_ae_loss, _ae_cases, mistakes={
         'sum the KL over every latent value (C × 7 × 7 per image): flatten the latent first, not only its last axis':
             lambda lo, x, mu, lv, b: bernoulli_nll(lo, x).mean() + b * gaussian_kl(mu, lv).mean(),

@@ -11,6 +11,7 @@ import math, time
 
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -210,6 +211,25 @@ def _patch_cases(g: torch.Generator) -> list:
     return [Case('(1, 1, 4, 4), p = 2', (torch.arange(16.).view(1, 1, 4, 4), 2)),
             Case('random (2, 3, 6, 6), p = 3', (torch.randn(2, 3, 6, 6, generator=g), 3))]
 
+def _patchify(x, p):
+    "The reference of the patchify exercise: `F.pixel_unshuffle` written out, (B, C, H, W) -> (B, C·p², H/p, W/p), channel c·p² + i·p + j."
+    B, C, H, W = x.shape
+    return x.reshape(B, C, H // p, p, W // p, p).permute(0, 1, 3, 5, 2, 4).reshape(B, C * p * p, H // p, W // p)
+
+class _TorchCalls(TorchFunctionMode):
+    "Records the names of the torch functions called inside it."
+    def __init__(self): super().__init__(); self.names = set()
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.names.add(getattr(func, '__name__', str(func)))
+        return func(*args, **(kwargs or {}))
+
+def _no_unshuffle(f):
+    "The probe of the patchify exercise: f's answer and whether it called pixel_unshuffle (the exercise asks for the rearrangement itself)."
+    def probed(x, p):
+        with _TorchCalls() as calls: out = f(x, p)
+        return out, torch.tensor('pixel_unshuffle' in calls.names)
+    return probed
+
 def _patchify_raw(x, p):
     "A mistake of the patchify exercise: a reshape that does not gather the patches."
     B, C, H, W = x.shape
@@ -227,7 +247,9 @@ register_exercise(
             lambda h, ss: (lambda s, b: h * s + b)(*ss[:, :, None, None].chunk(2, 1)),
         'the first half of the projection is the scale, the second the shift':
             lambda h, ss: (lambda s, b: h * (1 + b) + s)(*ss[:, :, None, None].chunk(2, 1))}),
-    Exercise('unet.patchify', F.pixel_unshuffle, _patch_cases, mistakes={
+    Exercise('unet.patchify', _patchify, _patch_cases, probe=_no_unshuffle, mistakes={
+        'write the rearrangement yourself with reshape and permute: the exercise is what F.pixel_unshuffle does inside, so it may not call it':
+            F.pixel_unshuffle,
         'gather each p×p patch: reshape to (B, C, H/p, p, W/p, p), move the two p axes next to C, then merge them into the channels':
             _patchify_raw,
         "keep pixel_unshuffle's channel order c·p² + i·p + j (row i, column j of the patch): the row offset comes before the column":

@@ -266,7 +266,9 @@ def _ema_cases(g: torch.Generator) -> list:
             Case('a code with N = 0 and m = 0 that receives nothing (only smoothing keeps it finite)',
                  (torch.tensor([3., 0., 2.]), r(3, 2) * torch.tensor([[1.], [0.], [1.]]), r(6, 2), torch.tensor([0, 0, 2, 2, 0, 2]), 0.9, 1e-5)),
             Case('random: K = 16, D = 4, 100 vectors, γ = 0.99', (1 + torch.rand(16, generator=g), r(16, 4), r(100, 4),
-                                                                torch.randint(0, 16, (100,), generator=g), 0.99, 1e-5))]
+                                                                torch.randint(0, 16, (100,), generator=g), 0.99, 1e-5)),
+            Case('small counts and a large ε = 0.5: the smoothing moves every code', (torch.tensor([0.5, 0.2, 1.]), r(3, 2), r(4, 2),
+                                                                                   torch.tensor([0, 0, 2, 2]), 0.9, 0.5))]
 
 def _grad_probe(f):
     "f(z_e, z_q) and the gradient of Σ w·f(z_e, z_q) with respect to z_e and to z_q: what a decoder's gradient would do."
@@ -291,12 +293,13 @@ def _loss_probe(f):
 
 def _dist_sign(z, E): return (z.pow(2).sum(1, keepdim=True) - 2 * z @ E.T - E.pow(2).sum(1)).argmin(1)
 def _ema_wrong(mistake: str):
-    "The EMA update with one of three mistakes: 'gamma' (γ on the new counts), 'plain' (no smoothing), 'batch' (this batch's means as codes)."
+    "The EMA update with one of four mistakes: 'gamma' (γ on the new counts), 'plain' (no smoothing), 'plus_eps' (N + ε, not rescaled), 'batch' (this batch's means as codes)."
     def wrong(N, m, z, k, gamma=0.99, eps=1e-5):
         onehot = F.one_hot(k, len(N)).type_as(z)
         if mistake == 'gamma': gamma = 1 - gamma
         N, m = gamma * N + (1 - gamma) * onehot.sum(0), gamma * m + (1 - gamma) * onehot.T @ z
         if mistake == 'plain': return N, m, m / N[:, None]
+        if mistake == 'plus_eps': return N, m, m / (N + eps)[:, None]
         if mistake == 'batch': return N, m, (onehot.T @ z) / onehot.sum(0).clamp_min(1)[:, None]
         n = N.sum()
         return N, m, m / ((N + eps) / (n + len(N) * eps) * n)[:, None]
@@ -325,4 +328,5 @@ register_exercise(
     Exercise('vqvae.ema_codebook_update', ema_codebook_update, _ema_cases, mistakes={
         'γ weighs the old statistics: N ← γN + (1 − γ)n, not (1 − γ)N + γn': _ema_wrong('gamma'),
         'divide by the Laplace-smoothed counts Ñ = (N + ε)·n/(n + Kε): a code with N = 0 must not become NaN': _ema_wrong('plain'),
+        'the Laplace-smoothed counts are (N + ε)·n/(n + Kε), not N + ε: the smoothing keeps their total n': _ema_wrong('plus_eps'),
         "the codes are the running sums divided by the running counts, m/Ñ, not this batch's means": _ema_wrong('batch')}))

@@ -385,7 +385,9 @@ register_exercise(
         'a query may also see itself: j ≤ i, not j < i (the first position would see nothing)':
             lambda n, L=None, device=None: torch.arange(L or n)[None, :] < torch.arange((L or n) - n, L or n)[:, None],
         'with a cache the n queries are the last n positions: take the last n rows of the L × L triangle, not the first':
-            lambda n, L=None, device=None: torch.ones(L or n, L or n, dtype=torch.bool).tril()[:n]}),
+            lambda n, L=None, device=None: torch.ones(L or n, L or n, dtype=torch.bool).tril()[:n],
+        'return a boolean mask (True where a query may read a key): a mask of 0.0 and 1.0 would be read as numbers, not as "may read"':
+            lambda n, L=None, device=None: causal_mask(n, L, device).float()}),
     Exercise('tokens.teacher_forcing', teacher_forcing, _tf_cases, mistakes={
         'the inputs must be shifted: with inputs = targets the model only learns to copy': lambda codes, bos: (codes, codes),
         'start with BOS and drop the last code (it predicts nothing), not the first': lambda codes, bos: (torch.cat([codes.new_full((len(codes), 1), bos), codes[:, 1:]], 1), codes),
