@@ -193,7 +193,7 @@ def _called_functions(fn) -> list:
 def answer_functions(ex: Exercise, # an exercise
                      depth: int = 2 # how many calls deep an adapter is followed
                     ) -> list:
-    "The package's functions whose code answers `ex`: its reference and, where the reference is an adapter (a lambda or a private `_name`), the functions it calls."
+    "The package's functions whose code answers `ex`: its reference and, where the reference is an adapter (a lambda or a private function), the functions it calls."
     ref = _package_function(ex.reference)
     if ref is None: return []                                   # e.g. a torch function: nothing of ours to hide
     out, todo = [ref], [(ref, depth)]

@@ -241,16 +241,17 @@ def dataset_of(meta: dict) -> str:
     return 'fashion' if 'fashion' in (meta.get('data', '') + meta.get('description', '')).lower() else 'mnist'
 
 
-def fresh_check(model, meta: dict, draw) -> dict:
+def fresh_check(model, meta: dict, draw, parts: tuple = ('samples', 'test_images')) -> dict:
     """The `check` block of a card, measured now from the weights: the quality figures of the first `check n` samples of
     the card's evaluation (`evaluate`'s prefix) and each test-set figure on the first `check n` test images (the n the card
     states, else `CHECK_N` / `CHECK_TEST_N`), computed by the same library calls as the recipe's card (`save_evaluated` and
-    the family's finish). An ablation arm keeps its checks in its evaluation rows (`_arm_checks`)."""
+    the family's finish); only the `parts` asked for. An ablation arm keeps its checks in its evaluation rows (`_arm_checks`)."""
     ds, card, out = dataset_of(meta), meta.get('check', {}), {}
-    if 'eval_n' in meta and 'evaluation' not in meta:
+    if 'eval_n' in meta and 'evaluation' not in meta and 'samples' in parts:
         n = card.get('samples', {}).get('n', CHECK_N)
         x, y = draw(n, **card_sample_options(model))
         out['samples'] = {'n': n, **{k: round(v, 4) for k, v in measure(x, y, ds).items() if k in QUALITY and v is not None}}
+    if 'test_images' not in parts: return out
     n = card.get('test_images', {}).get('n', 1000 if isinstance(model, DomainClassifier) else CHECK_TEST_N)
     test = None
     if isinstance(model, DomainClassifier): test = {k: v for k, v in classifier_check(model, ds, n).items() if k != 'n'}
@@ -285,15 +286,18 @@ def mean_tol(key: str, card: float, m: int, n: int = 10000, z: float = 4.0) -> f
     return None if rel is None else z * rel * abs(card) * math.sqrt(1 / m - 1 / n) + 1e-3
 
 
-def card_checks(model, meta: dict, draw, name: str | None = None) -> list[Check]:
+def card_checks(model, meta: dict, draw, name: str | None = None, only: str | None = None) -> list[Check]:
     """Every figure of the card `meta` that `model`'s weights determine, measured again (`draw` samples like `evaluate`;
     `name`: shipped, share measurements): its `check` block exactly, and from it every full-size figure within the tolerance
-    of the smaller n (`consistent`, `mean_tol`); the figures whose measurement costs little, at full size."""
+    of the smaller n (`consistent`, `mean_tol`); the figures whose measurement costs little, at full size. `only`: just the
+    check block's part 'samples' or 'test_images' (what a damaged copy's test needs)."""
     ds, m, out = dataset_of(meta), meta.get('metrics', {}), []
     if 'evaluation' in meta:                                                   # an ablation arm (26_ablation)
         return _arm_checks(model, meta, draw, ds)
-    card, fresh = meta.get('check', {}), fresh_check(model, meta, draw)
+    card, fresh = meta.get('check', {}), fresh_check(model, meta, draw, (only,) if only else ('samples', 'test_images'))
     assert card, f'the card has no check block: python tools/card_checks.py --write {name or "NAME"}'
+    if only:
+        return [Check(f'check.{only}.{k}', v, fresh[only].get(k), check_tol(k, v)) for k, v in card[only].items() if k != 'n']
     for part in ('samples', 'test_images'):
         assert (part in card) == (part in fresh), (part, sorted(card), sorted(fresh))
         if part not in card: continue

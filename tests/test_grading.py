@@ -56,7 +56,7 @@ def graded(tmp_path_factory):
     (sub / 'dave').mkdir(); (sub / 'dave' / '11_vae.ipynb').write_text('{"cells": [{"cell_type": "code", "source": ')   # cut short
     bad = [c for c in cells if not c.source.startswith('def gaussian_kl(')]                                # a deleted cell
     bad = [nbformat.v4.new_code_cell(c.source.replace('def reparameterize(', 'def reparam(')) if c.source.startswith('def reparameterize(') else c for c in bad]
-    bad.insert(2, nbformat.v4.new_code_cell('1 / 0')); bad.insert(3, nbformat.v4.new_code_cell('while True: pass'))
+    bad.insert(2, nbformat.v4.new_code_cell('1 / 0')); bad.insert(3, nbformat.v4.new_code_cell('import time\nwhile True: time.sleep(0.01)'))   # a loop that never ends (idle: the cell timeout is tested, not a core kept busy)
     write(sub / 'erin' / '11_vae.ipynb', bad)
     out = root / 'out' / 'grades.csv'
     r = subprocess.run([str(OPENGEN), 'grade', str(sub), '--out', str(out), '--cell-timeout', '20', '--timeout', '300'],

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoints import Configurable, Recipe, register_recipe
-from ..data import load_dataset, to_pixel_range
+from ..data import to_pixel_range
 from ..exercises import Case, Exercise, register_exercise
 from ..learner import TrainCB
 from ..metrics import save_evaluated
@@ -76,8 +76,9 @@ class ReconCB(TrainCB):
 
 # %% ../../nbs/10_ae.ipynb #5a198dbf
 def _ae_card(model: AE, learn, dataset: str, eval_n: int) -> dict:
-    "Finish an AE after training: fit the Gaussian its samples come from; the card's reconstruction figure."
-    model.fit_latent_gaussian(to_pixel_range(load_dataset(dataset, 'train').x))
+    "Finish an AE after training: fit the Gaussian its samples come from to the codes of its training images; the card's reconstruction figure."
+    x = learn.dls.train.x                                   # the images it was trained on (all 60,000, or a quick run's n_train)
+    model.fit_latent_gaussian(to_pixel_range(x) if x.dtype == torch.uint8 else x)
     return {'data': f'{dataset} train, pixels in [0, 1]; loss = Bernoulli NLL (nats/image)',
             'metrics': {'valid_recon_nats': round(learn.history[-1].get('valid_loss', float('nan')), 2)}}
 
