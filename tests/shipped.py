@@ -310,8 +310,8 @@ def card_checks(model, meta: dict, draw, name: str | None = None, only: str | No
         tol = mean_tol(key, m[key], card['test_images']['n']) if key in m else None
         if key in m and tol is not None: out.append(Check(f'{key} (all test images) from its first {card["test_images"]["n"]}', m[key], v, tol))
     if isinstance(model, ImageFlow):                                           # the temperature rows, from their first samples
-        for tau, row in meta.get('by_temperature', {}).items():
-            x, y = draw(CHECK_N, temperature=float(tau))
+        for tau, row in meta.get('by_temperature', {}).items():      # at the default temperature: the check's own samples
+            x, y = draw(CHECK_N, **({} if float(tau) == model.temperature else {'temperature': float(tau)}))
             out += [c._replace(figure=f'by_temperature[{tau}].{c.figure}') for c in consistent(row, measure(x, y, ds), CHECK_N, meta['eval_n'], ds)]
     if isinstance(model, TokenPrior) and meta.get('seen_templates'):           # the seen-template row, likewise
         x, y = draw(CHECK_N, templates='seen')
