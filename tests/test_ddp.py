@@ -1,6 +1,6 @@
 """Data-parallel training (02_learner, `DistributedCB`): two CPU processes under torchrun (gloo) against one process with the
 doubled batch, and a run that loses a rank resuming from its checkpoint. Each run is tests/ddp_worker.py on 1,024 MNIST images."""
-import json, os, subprocess, sys
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -14,13 +14,25 @@ WORKER = Path(__file__).with_name('ddp_worker.py')
 TOL = 1e-5
 
 
+# Once in many runs on a loaded 2-core machine, a rank of torch's gloo backend has aborted inside torch, before any Python
+# error ("terminate called without an active exception", SIGABRT). Not a failure of our code: such a run is started once
+# more (from scratch), and said so; a second abort fails the test.
+TORCH_ABORT = 'terminate called without an active exception'
+
+
 def run(out: Path, bs: int, nproc: int = 1, *args) -> subprocess.CompletedProcess:
     "The worker in one process, or in `nproc` processes under torchrun on this machine."
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     env.pop('WORLD_SIZE', None); env.pop('RANK', None)
     cmd = [sys.executable, str(WORKER)] if nproc == 1 else \
           [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', str(WORKER)]
-    return subprocess.run(cmd + ['--out', str(out), '--bs', str(bs), *map(str, args)], env=env, capture_output=True, text=True, timeout=300)
+    cmd += ['--out', str(out), '--bs', str(bs), *map(str, args)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0 and TORCH_ABORT in r.stderr and '--die-at' not in cmd and '--resume' not in cmd:
+        print(f'a rank aborted inside torch ({TORCH_ABORT!r}): the run is started again')
+        shutil.rmtree(out, ignore_errors=True); out.mkdir(parents=True)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return r
 
 
 def result(out: Path) -> tuple[dict, dict]:
