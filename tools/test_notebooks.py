@@ -77,9 +77,7 @@ def plan(names: list[str] | None, dst: Path) -> list[tuple[Path, str]]:
     out = []
     for p in sorted(NBS.glob('*.ipynb')):
         if p.name.startswith(('_', '.')) or (names and p.stem not in names and p.name not in names): continue
-        teacher = json.loads(p.read_text())
-        nb, n = test_edition(teacher)
-        if n: nb, _ = test_edition(hide_answers(teacher, answers)[0])   # as the student's: the answers imported, not shown
+        nb, n = test_edition(hide_answers(json.loads(p.read_text()), answers)[0])   # as the student's: the answers imported, not shown
         if not n: out.append((p, 'teacher')); continue
         (dst / p.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False))
         out.append((dst / p.name, 'teacher+student'))
