@@ -10,7 +10,7 @@ ifeq ($(origin OPENGEN_DATA), undefined)
   endif
 endif
 
-.PHONY: install lab test test-nbs test-py test-slow export clean readme docs docs-serve student test-student execute
+.PHONY: install lab test test-nbs test-py test-slow export clean readme docs docs-serve student nbgrader test-student execute
 
 # Install (once) into $(VENV); reinstalls only when the package definition changes (tools/install.sh: uv, else pip).
 $(VENV)/.installed: setup.py settings.ini tools/install.sh
@@ -37,6 +37,10 @@ test-nbs: install
 # The student edition (not committed): every solution becomes a stub, in student/.
 student: install
 	$(BIN)/python tools/build_student.py
+
+# The nbgrader edition (not committed): solutions kept, answers hidden, each test cell check(..., require='passed'), in nbgrader-source/.
+nbgrader: install
+	$(BIN)/python tools/build_student.py --nbgrader
 
 # The student edition alone, as handed out (student/EXERCISES lists its chapters with exercises), top to bottom: each
 # exercise reports "not done". `make test` proves the same in its notebook stage, without running the chapters twice.

@@ -25,7 +25,7 @@ from .diffusion.text import TextDiffusion
 from .core import get_device, hardware_info
 from .metrics import draw_samples, reference_row
 from .diffusion.unet import UNet, train_step_ms, unet_preset
-from .grading import grade_class
+from .grading import Limits, grade_class, isolation
 from .tokens.prior import TokenPrior
 import opengen.diffusion.ablation  # noqa: F401  (registers the ablation arms' recipes (every family's recipes are listed by `opengen train`))
 import opengen.models.vqvae  # noqa: F401  (registers the VQ-VAE's recipe)
@@ -138,6 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     gr.add_argument('--out', default='grades.csv', help='the CSV to write; feedback/ is written beside it')
     gr.add_argument('--cell-timeout', type=int, default=60, help='seconds any one cell may run')
     gr.add_argument('--timeout', type=int, default=600, help='seconds for one whole notebook')
+    gr.add_argument('--sandbox', choices=('auto', 'bwrap', 'none'), default='auto',
+                    help='auto: bubblewrap where it works (no network, read-only system, own PID namespace), else limits only; bwrap: require it')
+    gr.add_argument('--memory-gb', type=float, default=Limits().memory_gb, help='address space one submission may use (GiB)')
     return p
 
 def cmd_grade(a) -> list:
@@ -146,7 +149,9 @@ def cmd_grade(a) -> list:
     if not root.is_dir(): raise CLIError(f'no folder {root}: pass the folder that holds the submitted notebooks')
     if not any(root.rglob('*.ipynb')): raise CLIError(f'no .ipynb files below {root}')
     out = writable_file(a.out, '.csv')
-    rows = grade_class(root, out, cell_timeout=a.cell_timeout, nb_timeout=a.timeout)
+    try: isolation(a.sandbox)
+    except RuntimeError as e: raise CLIError(str(e))
+    rows = grade_class(root, out, cell_timeout=a.cell_timeout, nb_timeout=a.timeout, sandbox=a.sandbox, limits=Limits(memory_gb=a.memory_gb))
     for r in rows: print(f"{r['student']:20s} {r['passed']:3d} / {r['exercises']:<3d} {r['reason'][:100]}")
     print(f'wrote {out} and {out.parent / "feedback"}/')
     return rows

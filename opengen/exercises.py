@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['EXERCISES', 'EDITION_EXPECTS', 'BEGIN', 'END', 'EXPORT_CALL', 'Case', 'Exercise', 'register_exercise', 'compare',
-           'CheckResult', 'run_check', 'check', 'student_source', 'student_notebook', 'answer_functions',
-           'hidden_answers', 'hide_answers', 'nbgrader_marks']
+           'CheckResult', 'check_cases', 'judge', 'run_check', 'check', 'student_source', 'student_notebook',
+           'answer_functions', 'hidden_answers', 'hide_answers', 'nbgrader_marks', 'nbgrader_source']
 
 # %% ../nbs/06_exercises.ipynb #89b9b2c8
 import ast, math, os, re, types
@@ -105,16 +105,22 @@ def _matches(got, wrong: Callable, c: Case, ex: Exercise) -> bool:
     try: return compare(got, ex.compared(wrong)(*_clone(c.args), **_clone(c.kwargs)), ex.atol, ex.rtol)[0]
     except Exception: return False
 
-def run_check(ex: Exercise, fn: Callable, seed: int = 0) -> CheckResult:
-    "Check `fn` against exercise `ex` on its cases (random ones drawn with `seed`), without printing."
-    cases = ex.cases(torch.Generator().manual_seed(seed))
+def check_cases(ex: Exercise, seeds=(0,)) -> list:
+    "The cases of `ex` drawn with each of `seeds`, one after the other (the fixed cases repeat; the random ones differ)."
+    return [c for s in seeds for c in ex.cases(torch.Generator().manual_seed(s))]
+
+def judge(ex: Exercise, # an exercise
+          cases: list, # its cases (`check_cases`)
+          answer: Callable # answer(i, case) -> the student's answer to case i (0-based), or raises what the student's function raised
+         ) -> CheckResult:
+    "The verdict on a student's answers: the first case whose answer differs from the reference's, with a hint; else passed. The grader calls this with answers computed in another process."
     for i, c in enumerate(cases, 1):
         expected = ex.compared(ex.reference)(*_clone(c.args), **_clone(c.kwargs))
-        try: got = ex.compared(fn)(*_clone(c.args), **_clone(c.kwargs))
+        try: got = answer(i - 1, c)
         except NotImplementedError:
             return CheckResult(ex.name, 'not done', f'… {ex.name}: not done yet (the function still raises NotImplementedError)')
         except Exception as e:
-            return CheckResult(ex.name, 'failed', f'✗ {ex.name}: case {i} of {len(cases)} ({c.what}) raised {type(e).__name__}: {e}')
+            return CheckResult(ex.name, 'failed', f'✗ {ex.name}: case {i} of {len(cases)} ({c.what}) raised {getattr(e, "kind", type(e).__name__)}: {e}')
         ok, err, why = compare(got, expected, ex.atol, ex.rtol)
         if not ok:
             hint = next((h for h, wrong in ex.mistakes.items() if _matches(got, wrong, c, ex)), ex.hint)
@@ -122,15 +128,23 @@ def run_check(ex: Exercise, fn: Callable, seed: int = 0) -> CheckResult:
             return CheckResult(ex.name, 'failed', f'✗ {ex.name}: case {i} of {len(cases)} ({c.what}): {detail}. Hint: {hint}')
     return CheckResult(ex.name, 'passed', f'✓ {ex.name}: passed all {len(cases)} cases')
 
+def run_check(ex: Exercise, fn: Callable, seed: int = 0) -> CheckResult:
+    "Check `fn` against exercise `ex` on its cases (random ones drawn with `seed`), in this process, without printing."
+    return judge(ex, check_cases(ex, (seed,)), lambda i, c: ex.compared(fn)(*_clone(c.args), **_clone(c.kwargs)))
+
 EDITION_EXPECTS = {'teacher': 'passed', 'student': 'not done', 'autograde': 'passed'}   # $OPENGEN_EXERCISES -> the status a check requires
 
 def check(name: str, # the exercise, e.g. 'vae.reparameterize'
-          fn: Callable) -> CheckResult: # the student's function
+          fn: Callable, # the student's function
+          require: str | None = None # 'passed': raise unless it passes (the test cells of the nbgrader edition say so themselves)
+         ) -> CheckResult:
     "Check a student's function against the reference: print one line (passed, the first failing case with a hint, or not done)."
     if name not in EXERCISES:
         raise ValueError(f'no exercise named {name!r}; import its chapter first. Exercises: {", ".join(sorted(EXERCISES)) or "none"}')
     res = run_check(EXERCISES[name], fn)
     print(res.message)
+    if require is not None and res.status != require:
+        raise AssertionError(f'{name}: {res.status}, and this check requires {require}: {res.message}')
     want = EDITION_EXPECTS.get(os.environ.get('OPENGEN_EXERCISES', ''))
     if want and res.status != want:
         raise AssertionError(f'{name}: {res.status}, but OPENGEN_EXERCISES={os.environ["OPENGEN_EXERCISES"]} requires {want}: {res.message}')
@@ -288,5 +302,19 @@ def nbgrader_marks(nb: dict) -> tuple[dict, int]:
         cells[i + 1]['metadata'] = {**cells[i + 1].get('metadata', {}), 'nbgrader': {
             'grade': True, 'grade_id': f'{gid}-check', 'locked': True, 'points': 1, 'schema_version': 3, 'solution': False, 'task': False}}
         n += 1
+    return nb, n
+
+_CHECK_CALL = re.compile(r"""^(\s*check\(\s*['"][\w.]+['"]\s*,\s*\w+\s*)\)""", re.M)
+
+def nbgrader_source(nb: dict, # a teacher's notebook (nbformat JSON)
+                    answers: dict # `hidden_answers(...)`
+                   ) -> tuple[dict, int]:
+    "The nbgrader edition of a chapter: answers hidden (`hide_answers`), nbgrader's metadata (`nbgrader_marks`), and each test cell `check(..., require='passed')`, so that it raises by itself, whatever a student cell did to the environment."
+    nb, n = nbgrader_marks(hide_answers(nb, answers)[0])
+    for c in nb['cells']:
+        if not c.get('metadata', {}).get('nbgrader', {}).get('grade'): continue
+        src, k = _CHECK_CALL.subn(r"\1, require='passed')", ''.join(c['source']), count=1)
+        if not k: raise ValueError(f"a test cell that is not check('chapter.function', function): {src[:80]!r}")
+        c['source'] = src.splitlines(keepends=True)
     return nb, n
 

@@ -190,3 +190,26 @@ def test_the_exercise_text_states_the_convention_the_check_wants():
     hints = {n: ' '.join(EXERCISES[n].mistakes) for n in ('latent.latent_scale', 'attention.attention', 'unet.patchify', 'guidance.guided_eps', 'tokens.causal_mask')}
     assert 'N − 1' in hints['latent.latent_scale'] and '−1e9' in hints['attention.attention'] and 'F.pixel_unshuffle' in hints['unet.patchify']
     assert 'once' in hints['guidance.guided_eps'] and 'boolean' in hints['tokens.causal_mask']
+
+
+def teacher_solution(name: str):
+    "The teacher's function of exercise `name`, from its chapter's notebook, defined over the chapter module's names."
+    prefix, fn = name.split('.', 1)
+    for c in json.loads((REPO / 'nbs' / f'{CHAPTERS[prefix]}.ipynb').read_text())['cells']:
+        src = ''.join(c['source'])
+        if c['cell_type'] == 'code' and BEGIN in src and src.startswith(f'def {fn}('):
+            module = sys.modules[EXERCISES[name].reference.__module__] if hasattr(EXERCISES[name].reference, '__module__') else None
+            ns = {**(vars(module) if module else {}), 'torch': torch, 'math': __import__('math'), 'F': torch.nn.functional,
+                  'np': __import__('numpy'), 'nn': torch.nn}
+            exec(src, ns)
+            return ns[fn]
+    raise LookupError(name)
+
+
+@pytest.mark.parametrize('name', sorted(EXERCISES))
+def test_the_teachers_solution_passes_the_graders_fresh_cases(name):
+    "`opengen grade` adds cases of a seed drawn per run: the teacher's solution must pass them whatever the seed (no tolerance left to luck)."
+    f = teacher_solution(name)
+    for seed in (1, 2, 3, 2 ** 40 + 7):
+        r = run_check(EXERCISES[name], f, seed)
+        assert r.status == 'passed', (seed, r.message)

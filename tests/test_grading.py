@@ -1,102 +1,209 @@
-"""`opengen grade` on a small class: three synthetic submissions of 11_vae (all correct, half, none), a malformed file,
-and one that crashes, loops, deletes a cell and renames a function; the grader scores what it can and never crashes."""
-import csv
-import json
-import subprocess
-import sys
+"""`opengen grade` on a class of real submissions, each built from the student edition of 24_attention: honest controls
+(every exercise right; the edition untouched; one right, one wrong, one left), and submissions that try to get a pass
+without solving or to harm the grader, the machine or the other students. For every attack: no pass for what it
+attacked, a reason the teacher can read, the grader finishes, the controls keep their grades, no process outlives its
+grading, nothing is written outside the submission's folder. Also a malformed file and the workbook table."""
+import csv, json, re, subprocess, sys, textwrap, uuid
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from opengen.exercises import student_notebook
-from opengen.grading import WORKBOOK, chapter_exercises
+from opengen.exercises import BEGIN, END, EXERCISES, hidden_answers, student_notebook
+from opengen.grading import WORKBOOK, bubblewrap, chapter_exercises
 
 REPO = Path(__file__).resolve().parents[1]
+CHAPTER = '24_attention'            # the quickest chapter to run (about 4 s); its exercises: attention, split_heads, merge_heads
+NAMES = chapter_exercises(CHAPTER)
+MARK = f'opengen-daemon-{uuid.uuid4().hex[:8]}'     # the command line of a daemon a submission leaves behind
 pytestmark = [pytest.mark.xdist_group("grading"),  # one worker grades the class once
-              pytest.mark.budget(150)]          # the first test waits for the class: five kernels, one of them looping to its timeout
+              pytest.mark.budget(150)]
 OPENGEN = Path(sys.executable).parent / 'opengen'
 
 
-def exercise_part(chapter: str) -> list:
-    "The teacher's cells of a chapter a student works in: its imports (the hidden cell) and everything from '## Exercises' on."
-    nb = nbformat.read(REPO / 'nbs' / f'{chapter}.ipynb', as_version=4)
-    start = next(i for i, c in enumerate(nb.cells) if c.cell_type == 'markdown' and c.source.startswith('## Exercises'))
-    imports = [next(c for c in nb.cells if c.cell_type == 'code' and c.source.startswith(flag) and 'import' in c.source) for flag in ('#| export', '#| hide')]
-    registers = nbformat.v4.new_code_cell(f'import {WORKBOOK[chapter][1]}  # the exercise cells of the chapter (in the whole notebook: its exported cells)')
-    return imports + [registers] + [c for c in nb.cells[start:] if 'nbdev_export' not in c.source]
+def teacher_bodies() -> dict:
+    "Function name -> the teacher's solution (the lines between the markers) in the chapter."
+    out = {}
+    for c in json.loads((REPO / 'nbs' / f'{CHAPTER}.ipynb').read_text())['cells']:
+        src = ''.join(c['source'])
+        if BEGIN in src: out[re.match(r'def (\w+)\(', src).group(1)] = src.split(BEGIN + '\n')[1].split('    ' + END)[0]
+    return out
 
 
-def write(path: Path, cells: list) -> Path:
+def submission(bodies: dict = {}, before: list = ()) -> dict:
+    "The student edition with the bodies of some exercise functions written (source, indented) and cells added before the exercises."
+    nb, _ = student_notebook(json.loads((REPO / 'nbs' / f'{CHAPTER}.ipynb').read_text()), hidden_answers(EXERCISES.values()))
+    cells = []
+    for c in nb['cells']:
+        src = ''.join(c['source'])
+        if c['cell_type'] == 'markdown' and src.startswith('## Exercises'):
+            cells += [nbformat.v4.new_code_cell(b) for b in before]
+        m = re.match(r'def (\w+)\(', src)
+        if c['cell_type'] == 'code' and m and m.group(1) in bodies:
+            c = {**c, 'source': src.replace('    raise NotImplementedError()', bodies[m.group(1)].rstrip('\n'))}
+        cells.append(c)
+    return {**nb, 'cells': cells}
+
+
+def body(code: str) -> str: return ''.join(f'    {l}\n' for l in code.strip('\n').splitlines())
+
+
+R = teacher_bodies()
+LIB = 'opengen.diffusion.attention'
+
+
+SANDBOXED = ('kill_parent', 'bombs', 'escape')   # only inside bubblewrap: without it (and as root) they would hit the test machine itself
+
+
+def attacks(root: Path) -> dict:
+    "Student -> (notebook, the statuses it may get per exercise: a set each); the attacks of SANDBOXED only where bubblewrap works."
+    victim, out = root / 'submitted' / 'ctrl_right' / f'{CHAPTER}.ipynb', root / 'out' / 'grades.csv'
+    no_pass = {'failed', 'not done', 'not graded', 'timed out', 'missing'}
+    return {
+        # honest controls
+        'ctrl_right': (submission(R), [{'passed'}] * 3),
+        'ctrl_stubs': (submission(), [{'not done'}] * 3),
+        'ctrl_half': (submission({'attention': R['attention'], 'split_heads': body('return x.reshape(x.shape[0], heads, x.shape[1], -1)')}),
+                      [{'passed'}, {'failed'}, {'not done'}]),
+        # the library's own function, three ways: an import, EXERCISES, an alias taken earlier through importlib and getattr
+        'lib_calls': (submission({'attention': body(f'from {LIB} import attention as lib\nreturn lib(q, k, v, mask)'),
+                                  'split_heads': body("from opengen.exercises import EXERCISES\nreturn EXERCISES['attention.split_heads'].reference(x, heads)"),
+                                  'merge_heads': body('return _MERGE(x)')},
+                                 [f"import importlib\n_MERGE = getattr(importlib.import_module('{LIB}'), 'merge_heads')"]), [{'failed'}] * 3),
+        # the profiler removed first; the library's code in a new function; a process that could compute it elsewhere
+        'disguised': (submission({'attention': body(f'import sys\nsys.setprofile(None)\nfrom {LIB} import attention as lib\nreturn lib(q, k, v, mask)'),
+                                  'split_heads': body(f'import types, {LIB} as m\nreturn types.FunctionType(m.split_heads.__code__, m.__dict__)(x, heads)'),
+                                  'merge_heads': body("import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'pass'])\n" + textwrap.dedent(R['merge_heads']))}),
+                      [{'failed'}] * 3),
+        # the checking machinery replaced in the kernel: the runner's copies, the comparison, the cases, the references
+        'patched': (submission(before=["""import opengen.exercises as E, opengen.grading as G
+ok = lambda *a, **k: E.CheckResult('x', 'passed', 'passed')
+E.run_check = E.judge = G.judge = ok
+E.compare = lambda *a, **k: (True, 0.0, '')
+E.check_cases = G.check_cases = lambda ex, seeds=(0,): []
+for ex in E.EXERCISES.values(): ex.cases, ex.reference, ex.probe = (lambda g: []), (lambda *a, **k: None), None"""]),
+                    [no_pass] * 3),
+        # answers that claim to equal anything: a tensor subclass, an object, and torch's comparisons patched
+        'liars': (submission({'attention': body('class Yes:\n    __eq__ = lambda s, o: True\n    __float__ = lambda s: 0.0\nreturn Yes(), Yes()'),
+                              'split_heads': body("import torch\nclass Same(torch.Tensor):\n    __eq__ = lambda s, o: torch.ones_like(o, dtype=torch.bool)\n    @classmethod\n    def __torch_function__(cls, f, t, a=(), k=None): return True\nreturn torch.zeros(1).as_subclass(Same)"),
+                              'merge_heads': body('return torch.zeros(1)')},
+                             ["import torch\ntorch.allclose = torch.equal = lambda *a, **k: True\ntorch.Tensor.__eq__ = lambda s, o: torch.ones((), dtype=torch.bool)\ntorch.isclose = lambda a, b, **k: torch.ones_like(b, dtype=torch.bool)"]),
+                  [{'failed'}] * 3),
+        # the old grader's results file, forged messages on every descriptor, then the process ends itself
+        'forged_exit': (submission(before=["""import os, json
+line = ''.join(json.dumps({'name': n, 'status': 'passed', 'message': '✓'}) + '\\n' for n in ('attention.attention', 'attention.split_heads', 'attention.merge_heads'))
+for p in ('../results.jsonl', '../../results.jsonl', 'results.jsonl'):
+    try: open(p, 'a').write(line)
+    except OSError: pass
+for fd in range(1, 64):
+    try: os.write(fd, b'\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x0cJ{"ran": ""}')
+    except OSError: pass
+os._exit(0)"""]), [{'not graded', 'failed'}] * 3),
+        'sys_exit': (submission(before=['import sys\nsys.exit(0)']), [{'not done'}] * 3),
+        'kill_parent': (submission(before=['import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(-1, signal.SIGKILL)']), [{'not graded', 'not done'}] * 3),
+        # an endless cell, and an endless function: only themselves are lost
+        'loops': (submission({'attention': R['attention'], 'split_heads': body('while True: pass')}, ['while True: pass']),
+                  [{'passed'}, {'timed out'}, {'not done'}]),
+        'bombs': (submission(before=['blocks = [bytearray(1 << 28) for _ in range(10 ** 6)]',
+                                     'import os\nwhile True: os.fork()']), [{'not done'}] * 3),
+        # another student's notebook read, overwritten; the class's CSV and the host's /tmp written
+        'escape': (submission(before=[f"""import json
+try:
+    for c in json.load(open({str(victim)!r}))['cells']:
+        if c['cell_type'] == 'code' and c['source'] and ''.join(c['source']).startswith('def '): exec(''.join(c['source']))
+except OSError: pass
+for p in ({str(victim)!r}, {str(out)!r}, '/tmp/{MARK}-escaped'):
+    try: open(p, 'w').write('overwritten')
+    except OSError: pass"""]), [{'not done'}] * 3),
+        'daemon': (submission(before=[f"""import os, sys
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0: os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(300)', '{MARK}'])
+    os._exit(0)
+os.wait()"""]), [{'not done'}] * 3),
+    }
+
+
+def write(path: Path, nb: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={'kernelspec': {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}}), path)
+    path.write_text(json.dumps(nb))
     return path
 
 
-def replace_body(cells: list, name: str, body: str) -> list:
-    "The cells with the solution of function `name` replaced by `body` (a student's own attempt)."
+def processes_with(mark: str) -> list:
     out = []
-    for c in cells:
-        if c.cell_type == 'code' and c.source.startswith(f'def {name}('):
-            c = nbformat.v4.new_code_cell(c.source.split('### BEGIN SOLUTION')[0].rstrip(' ') + body + '\n')
-        out.append(c)
+    for p in Path('/proc').glob('[0-9]*/cmdline'):
+        try:
+            if mark.encode() in p.read_bytes(): out.append(p.parent.name)
+        except OSError: pass
     return out
 
 
 @pytest.fixture(scope='module')
 def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp('class')
-    sub, cells = root / 'submitted', exercise_part('11_vae')
-    write(sub / 'alice' / 'hw3' / '11_vae.ipynb', cells)                                                   # all correct
-    half = replace_body(replace_body(cells, 'gaussian_kl', '    return (mu ** 2 + logvar.exp() - 1 - logvar).sum(-1)'),   # no ½
-                        'log_mean_exp', '    raise NotImplementedError()')
-    write(sub / 'bob' / '11_vae.ipynb', half)
-    student, _ = student_notebook(json.loads(nbformat.writes(nbformat.v4.new_notebook(cells=cells))))
-    write(sub / 'carol' / '11_vae.ipynb', [nbformat.from_dict(c) for c in student['cells']])              # the student edition, untouched
-    (sub / 'dave').mkdir(); (sub / 'dave' / '11_vae.ipynb').write_text('{"cells": [{"cell_type": "code", "source": ')   # cut short
-    bad = [c for c in cells if not c.source.startswith('def gaussian_kl(')]                                # a deleted cell
-    bad = [nbformat.v4.new_code_cell(c.source.replace('def reparameterize(', 'def reparam(')) if c.source.startswith('def reparameterize(') else c for c in bad]
-    bad.insert(2, nbformat.v4.new_code_cell('1 / 0')); bad.insert(3, nbformat.v4.new_code_cell('import time\nwhile True: time.sleep(0.01)'))   # a loop that never ends (idle: the cell timeout is tested, not a core kept busy)
-    write(sub / 'erin' / '11_vae.ipynb', bad)
-    out = root / 'out' / 'grades.csv'
-    r = subprocess.run([str(OPENGEN), 'grade', str(sub), '--out', str(out), '--cell-timeout', '20', '--timeout', '300'],
+    sub, out = root / 'submitted', root / 'out' / 'grades.csv'
+    expected = {}
+    for student, (nb, want) in attacks(root).items():
+        if student in SANDBOXED and not bubblewrap(): continue
+        write(sub / student / f'{CHAPTER}.ipynb', nb); expected[student] = want
+    (sub / 'malformed').mkdir(); (sub / 'malformed' / f'{CHAPTER}.ipynb').write_text('{"cells": [{"cell_type": "code", "source": ')
+    victim = (sub / 'ctrl_right' / f'{CHAPTER}.ipynb').read_text()
+    r = subprocess.run([str(OPENGEN), 'grade', str(sub), '--out', str(out), '--cell-timeout', '4', '--timeout', '120', '--memory-gb', '4.5'],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     rows = {row['student']: row for row in csv.DictReader(out.open())}
-    return rows, out.parent / 'feedback', r.stdout
+    return rows, expected, out.parent / 'feedback', victim, sub, r
 
 
-def test_the_csv_has_one_row_per_student_with_the_expected_grades(graded):
-    rows, _, stdout = graded
-    assert sorted(rows) == ['alice', 'bob', 'carol', 'dave', 'erin']
-    ex = chapter_exercises('11_vae')
-    assert [rows['alice'][n] for n in ex] == ['passed'] * 3 and rows['alice']['passed'] == '3' and rows['alice']['reason'] == ''
-    assert [rows['bob'][n] for n in ex] == ['passed', 'failed', 'not done'] and rows['bob']['passed'] == '1'
-    assert [rows['carol'][n] for n in ex] == ['not done'] * 3 and rows['carol']['passed'] == '0'
-    assert all(rows[s]['exercises'] == '3' for s in rows)
-    assert 'wrote' in stdout
+def test_every_student_is_graded_as_expected(graded):
+    rows, expected, *_ = graded
+    wrong = {s: [rows[s][n] for n in NAMES] for s, want in expected.items() if not all(rows[s][n] in w for n, w in zip(NAMES, want))}
+    assert not wrong, f'graded otherwise than expected: {wrong}\n' + '\n'.join(f"{s}: {rows[s]['reason']}" for s in wrong)
+    assert [rows[s]['passed'] for s in ('ctrl_right', 'ctrl_stubs', 'ctrl_half')] == ['3', '0', '1']
+    passed = {s: rows[s]['passed'] for s in expected if not s.startswith('ctrl') and s != 'loops' and rows[s]['passed'] != '0'}
+    assert not passed, f'an attack got a pass: {passed}'
 
 
-def test_a_malformed_file_gets_a_reason_not_a_crash(graded):
-    rows, fb, _ = graded
-    assert [rows['dave'][n] for n in chapter_exercises('11_vae')] == ['not graded'] * 3
-    assert 'not a readable notebook' in rows['dave']['reason']
+def test_each_attack_gets_a_reason_the_teacher_can_read(graded):
+    rows, expected, fb, *_ = graded
+    text = lambda s: (fb / f'{s}.md').read_text()
+    for s in ('lib_calls', 'disguised'):
+        assert text(s).count("library's own") + text(s).count('profiler') + text(s).count('starts a process') >= 3, text(s)
+    assert 'write it yourself' in text('lib_calls') and 'starts a process' in text('disguised')
+    assert "process ended" in rows['forged_exit']['reason'], rows['forged_exit']['reason']
+    if 'kill_parent' in expected: assert re.search('PermissionError|process ended', rows['kill_parent']['reason']), rows['kill_parent']['reason']
+    assert 'interrupted' in rows['loops']['reason'] and 'ran past the time limit' in text('loops')
+    if 'bombs' in expected: assert 'MemoryError' in rows['bombs']['reason'], rows['bombs']['reason']
+    assert 'expected a tensor or a number, got Yes' in text('liars'), text('liars')
+    assert 'not a readable notebook' in rows['malformed']['reason']
 
 
-def test_crashes_loops_deleted_and_renamed_functions_score_what_they_can(graded):
-    rows, fb, _ = graded
-    assert rows['erin']['vae.reparameterize'] == 'missing' and rows['erin']['vae.gaussian_kl'] == 'missing'
-    assert rows['erin']['vae.log_mean_exp'] == 'passed' and rows['erin']['passed'] == '1'
-    assert 'ZeroDivisionError' in rows['erin']['reason']
-    text = (fb / 'erin.md').read_text()
-    assert 'no function named reparameterize' in text
+def test_no_process_outlives_its_grading_and_nothing_is_written_outside(graded):
+    rows, _, _, victim, sub, r = graded
+    assert not processes_with(MARK), 'a daemon of a submission is still running'
+    assert (sub / 'ctrl_right' / f'{CHAPTER}.ipynb').read_text() == victim, "another student's notebook was changed"
+    assert not Path(f'/tmp/{MARK}-escaped').exists()
 
 
 def test_the_feedback_files_carry_each_checks_message(graded):
-    _, fb, _ = graded
-    assert sorted(p.stem for p in fb.glob('*.md')) == ['alice', 'bob', 'carol', 'dave', 'erin']
-    bob = (fb / 'bob.md').read_text()
-    assert 'Hint: the closed form has a factor ½ in front' in bob and 'not done yet' in bob
+    _, _, fb, *_ = graded
+    half = (fb / 'ctrl_half.md').read_text()
+    assert '1 of 3 passed' in half and '✓ attention.attention: passed' in half and 'not done yet' in half and '✗ attention.split_heads' in half
+
+
+def test_the_cases_nobody_has_seen_are_fresh_each_run():
+    "The grader asks the public cases (seed 0) and cases of a seed drawn per run: a function right only on the public cases fails."
+    import torch
+    from opengen.grading import _verdict
+    from opengen.exercises import check_cases, _clone
+    ex = EXERCISES['attention.split_heads']
+    public = check_cases(ex, [0])
+    memo = {tuple(c.args[0].shape): ex.reference(*_clone(c.args)) for c in public}    # a lookup table of the public answers
+    seeds = [0, 12345]
+    answers = [('value', memo.get(tuple(c.args[0].shape), torch.zeros(1))) for c in check_cases(ex, seeds)]
+    status, msg = _verdict('attention.split_heads', {'status': 'answered', 'answers': answers}, seeds)
+    assert status == 'failed' and int(re.search(r'case (\d+) of', msg).group(1)) > len(public), msg
 
 
 def test_the_workbook_table_matches_the_notebooks():

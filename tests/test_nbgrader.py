@@ -1,9 +1,10 @@
 """A teacher who grades with nbgrader needs nothing of ours: nbgrader's own `generate_assignment` accepts a chapter
 (our solution markers and cell metadata), its release has nbgrader's stubs and no solution, and its `autograde`, run on
-the chapter with OPENGEN_EXERCISES=autograde at smoke size, scores three submissions as expected: every solution
-(full marks), the release as handed out (zero), one wrong function (all but one point, the check's hint in the
-feedback). Needs the `teach` extra (pip install -e ".[teach]"); skipped without nbgrader."""
-import json, os, shutil, subprocess, sys
+the chapter's nbgrader edition (answers hidden, test cells `check(..., require='passed')`) at smoke size, scores four
+submissions as expected: every solution (full marks), the release as handed out (zero), one wrong function (all but
+one point, the check's hint in the feedback), and the release with a cell that pops OPENGEN_EXERCISES (zero: the test
+cells no longer read it). Needs the `teach` extra (pip install -e ".[teach]"); skipped without nbgrader."""
+import json, os, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -45,15 +46,19 @@ def with_wrong_scale_shift(nb_text: str) -> str:
 
 @pytest.fixture(scope='module')
 def course(tmp_path_factory):
+    "An nbgrader course whose ps1 is the chapter's nbgrader edition (`make nbgrader`: answers hidden, test cells that require a pass)."
+    from opengen.exercises import EXERCISES, hidden_answers, nbgrader_source
+    import opengen.grading  # noqa: F401  (registers every exercise)
     course = tmp_path_factory.mktemp('course')
     (course / 'source' / 'ps1').mkdir(parents=True)
-    shutil.copy(REPO / 'nbs' / CHAPTER, course / 'source' / 'ps1' / CHAPTER)
+    nb, _ = nbgrader_source(json.loads((REPO / 'nbs' / CHAPTER).read_text()), hidden_answers(EXERCISES.values()))
+    (course / 'source' / 'ps1' / CHAPTER).write_text(json.dumps(nb))
     nbgrader(course, 'generate_assignment', 'ps1')
     return course
 
 
 def test_generate_assignment_accepts_a_chapter(course):
-    teacher = cell_sources(REPO / 'nbs' / CHAPTER)
+    teacher = cell_sources(course / 'source' / 'ps1' / CHAPTER)
     release = cell_sources(course / 'release' / 'ps1' / CHAPTER)
     assert len(release) == len(teacher)
     stubs = [s for s in release if '# YOUR CODE HERE\n    raise NotImplementedError()' in s]
@@ -65,23 +70,27 @@ def test_generate_assignment_accepts_a_chapter(course):
     assert sum(bool(m.get('points')) for m in meta) == 3 and all('checksum' in m for m in meta if m.get('grade'))
 
 
-@pytest.mark.budget(120)   # nbgrader's autograde runs the chapter in three kernels
+@pytest.mark.budget(150)   # nbgrader's autograde runs the chapter in four kernels
 def test_autograde_scores_the_checks(course):
-    subs = {'alice': (REPO / 'nbs' / CHAPTER).read_text(),                      # every solution
+    subs = {'alice': (course / 'source' / 'ps1' / CHAPTER).read_text(),         # every solution
             'bob': (course / 'release' / 'ps1' / CHAPTER).read_text()}          # the release, untouched
     subs['carol'] = with_wrong_scale_shift(subs['alice'])                         # one wrong function
+    dave = json.loads(subs['bob'])                                                # the release, and a cell that switches off
+    dave['cells'].insert(1, {'cell_type': 'code', 'metadata': {}, 'outputs': [], 'execution_count': None,   # what the old
+                             'source': "import os\nos.environ.pop('OPENGEN_EXERCISES', None)"})          # test cells read
+    subs['dave'] = json.dumps(dave)
     for student, text in subs.items():
         d = course / 'submitted' / student / 'ps1'; d.mkdir(parents=True)
         (d / CHAPTER).write_text(text)
     (course / 'students.csv').write_text('id\n' + '\n'.join(subs) + '\n')
     nbgrader(course, 'db', 'student', 'import', 'students.csv')                  # the class list, in one command
-    env = {**os.environ, 'OPENGEN_EXERCISES': 'autograde', 'IN_TEST': '1', 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}
+    env = {**os.environ, 'IN_TEST': '1', 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1'}   # no OPENGEN_EXERCISES: the test cells require the pass
     nbgrader(course, 'autograde', 'ps1', '--ExecutePreprocessor.timeout=600', env=env)
     from nbgrader.api import Gradebook
     with Gradebook(f'sqlite:///{course / "gradebook.db"}') as gb:
         scores = {s: gb.find_submission('ps1', s).score for s in subs}
         assert gb.find_assignment('ps1').max_score == 3
-    assert scores == {'alice': 3, 'bob': 0, 'carol': 2}, scores
+    assert scores == {'alice': 3, 'bob': 0, 'carol': 2, 'dave': 0}, scores
     graded = '\n'.join(json.dumps(c.get('outputs', [])) for c in
                        json.loads((course / 'autograded' / 'carol' / 'ps1' / CHAPTER).read_text())['cells'])
     assert 'unet.scale_shift: failed' in graded and 'Hint:' in graded, 'the feedback lacks the check\'s message'
