@@ -1,6 +1,8 @@
 """`opengen grade` on a class of real submissions, each built from the student edition of 24_attention: honest controls
 (every exercise right; the edition untouched; one right, one wrong, one left), and submissions that try to get a pass
-without solving or to harm the grader, the machine or the other students. For every attack: no pass for what it
+without solving or to harm the grader, the machine or the other students (among them the holes a red-team review found
+in a first version: the library's function run from a thread, from a copy of its source or recompiled code, and the
+runner's guard and protocol subverted from inside its process; the answers are now withheld from the sandbox). For every attack: no pass for what it
 attacked, a reason the teacher can read, the grader finishes, the controls keep their grades, no process outlives its
 grading, nothing is written outside the submission's folder. Also a malformed file and the workbook table."""
 import csv, json, re, subprocess, sys, textwrap, uuid
@@ -75,6 +77,42 @@ def attacks(root: Path) -> dict:
                                   'split_heads': body(f'import types, {LIB} as m\nreturn types.FunctionType(m.split_heads.__code__, m.__dict__)(x, heads)'),
                                   'merge_heads': body("import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'pass'])\n" + textwrap.dedent(R['merge_heads']))}),
                       [{'failed'}] * 3),
+        # the library's function where the runner's guard cannot see it: a thread started in a cell, its source copied, its code recompiled
+        'copies': (submission({'attention': body('return _ASK(q, k, v, mask)'),
+                               'split_heads': body(f"import inspect, {LIB} as m\nns = dict(vars(m))\nexec(compile(chr(10) + open(m.__file__).read(), '<copy>', 'exec'), ns)\nreturn ns['split_heads'](x, heads)"),
+                               'merge_heads': body(f"import types, {LIB} as m\nc = m.merge_heads.__code__\nreturn types.FunctionType(c.replace(co_firstlineno=c.co_firstlineno + 1), vars(m))(x)")},
+                              [f"""import threading, queue, {LIB} as _m
+_jobs = queue.Queue()
+def _serve():
+    while True:
+        a, out = _jobs.get()
+        try: out.put(('ok', _m.attention(*a)))
+        except BaseException as e: out.put(('err', e))
+threading.Thread(target=_serve, daemon=True).start()
+def _ASK(*a):
+    out = queue.Queue(); _jobs.put((a, out)); s, r = out.get()
+    if s == 'err': raise r
+    return r"""]), [{'failed'}] * 3),
+        # the runner's own internals: its guard emptied through the frames, then its protocol spoken with the references' answers;
+        # and a message the grader cannot read
+        'runner_internals': (submission(before=["""import sys, io, json, os, torch, opengen.grading as _G
+_f = sys._getframe()
+while _f is not None and 'wire_out' not in _f.f_locals: _f = _f.f_back
+_f.f_locals['guard'].codes = {k: {} for k in _f.f_locals['guard'].codes}
+_in, _out = _f.f_locals['wire_in'], _f.f_locals['wire_out']
+_G._send(_out, b'J' + json.dumps({'ran': ''}).encode())
+while True:
+    try: req = json.loads(_G._recv(_in))
+    except Exception: os._exit(0)
+    ex = _G.EXERCISES[req['name']]
+    try: ans = [('value', _G._plain(ex.reference(*c.args, **c.kwargs))) for c in _G.check_cases(ex, req['seeds'])]
+    except Exception as e: ans = [('raised', type(e).__name__, str(e))]
+    buf = io.BytesIO(); torch.save({'status': 'answered', 'answers': ans}, buf)
+    _G._send(_out, b'T' + buf.getvalue())"""]), [no_pass] * 3),
+        'bad_message': (submission(before=["""import sys, opengen.grading as _G
+_f = sys._getframe()
+while _f is not None and 'wire_out' not in _f.f_locals: _f = _f.f_back
+_G._send(_f.f_locals['wire_out'], b'J{not json')"""]), [{'not graded'}] * 3),
         # the checking machinery replaced in the kernel: the runner's copies, the comparison, the cases, the references
         'patched': (submission(before=["""import opengen.exercises as E, opengen.grading as G
 ok = lambda *a, **k: E.CheckResult('x', 'passed', 'passed')
@@ -171,6 +209,8 @@ def test_each_attack_gets_a_reason_the_teacher_can_read(graded):
     for s in ('lib_calls', 'disguised'):
         assert text(s).count("library's own") + text(s).count('profiler') + text(s).count('starts a process') >= 3, text(s)
     assert 'write it yourself' in text('lib_calls') and 'starts a process' in text('disguised')
+    assert text('copies').count('withheld while a notebook is graded') + text('copies').count("library's own") >= 3, text('copies')
+    assert "not the grader's protocol" in rows['bad_message']['reason'], rows['bad_message']['reason']
     assert "process ended" in rows['forged_exit']['reason'], rows['forged_exit']['reason']
     if 'kill_parent' in expected: assert re.search('PermissionError|process ended', rows['kill_parent']['reason']), rows['kill_parent']['reason']
     assert 'interrupted' in rows['loops']['reason'] and 'ran past the time limit' in text('loops')
@@ -213,3 +253,47 @@ def test_the_workbook_table_matches_the_notebooks():
         prefixes = {s.split("'")[1].split('.')[0] for s in src.split('check(')[1:] if s.startswith("'")}
         if nb.stem in ('06_exercises', '07_grading'): continue
         assert prefixes == ({WORKBOOK[nb.stem][0]} if nb.stem in WORKBOOK else set()), (nb.stem, prefixes)
+
+
+def teacher_function(chapter: str, fn: str):
+    "The teacher's solution of `fn` in `chapter`, defined over the names of the module that registers the chapter's exercises."
+    import math, numpy, torch
+    module = sys.modules[WORKBOOK[chapter][1]]
+    for c in json.loads((REPO / 'nbs' / f'{chapter}.ipynb').read_text())['cells']:
+        src = ''.join(c['source'])
+        if c['cell_type'] == 'code' and BEGIN in src and src.startswith(f'def {fn}('):
+            ns = {**vars(module), 'torch': torch, 'math': math, 'F': torch.nn.functional, 'np': numpy, 'nn': torch.nn}
+            exec(src, ns)
+            return ns[fn]
+    raise LookupError(fn)
+
+
+def _withheld(*a, **k):
+    "What an answer function does in the sandbox (its code is swapped in below: no free variables)."
+    raise __import__('opengen.exercises', fromlist=['AnswerWithheld']).AnswerWithheld('withheld')
+
+
+@pytest.mark.parametrize('chapter', sorted(WORKBOOK))
+def test_a_chapter_can_be_graded_with_its_answers_withheld(chapter):
+    "What the runner does, in this process: with the chapter's answer functions raising (their code swapped, aliases included), each exercise's cases reach the runner (pickled, or drawn there) and the teacher's solution gives the reference's answers."
+    import io, torch
+    from opengen.exercises import _clone, check_cases, compare
+    from opengen.grading import _request
+    funcs = [f for n in chapter_exercises(chapter) for f in __import__('opengen.exercises', fromlist=['x']).answer_functions(EXERCISES[n])]
+    seeds = [0, 99]
+    sent = {n: torch.load(io.BytesIO(_request(n, seeds)), weights_only=False)['cases'] for n in chapter_exercises(chapter)}
+    expected = {n: [EXERCISES[n].compared(EXERCISES[n].reference)(*_clone(c.args), **_clone(c.kwargs)) for c in check_cases(EXERCISES[n], seeds)]
+                for n in chapter_exercises(chapter)}
+    saved = {f: f.__code__ for f in funcs}
+    try:
+        for f in funcs:
+            if not f.__code__.co_freevars: f.__code__ = _withheld.__code__.replace(co_name=f.__name__)
+        for n in chapter_exercises(chapter):
+            ex, fn = EXERCISES[n], teacher_function(chapter, n.split('.', 1)[1])
+            cases = torch.load(io.BytesIO(sent[n]), weights_only=False) if sent[n] else check_cases(ex, seeds)
+            got = [ex.compared(fn)(*_clone(c.args), **_clone(c.kwargs)) for c in cases]
+            assert len(got) == len(expected[n]), n
+            for g, e in zip(got, expected[n]):
+                assert compare(g, e, ex.atol, ex.rtol)[0], n
+    finally:
+        for f, code in saved.items(): f.__code__ = code
