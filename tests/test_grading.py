@@ -54,7 +54,7 @@ R = teacher_bodies()
 LIB = 'opengen.diffusion.attention'
 
 
-SANDBOXED = ('kill_parent', 'bombs', 'escape')   # only inside bubblewrap: without it (and as root) they would hit the test machine itself
+SANDBOXED = ('kill_parent', 'hostile_cells')   # only inside bubblewrap: without it (and as root) they would hit the test machine itself
 
 
 def attacks(root: Path) -> dict:
@@ -113,20 +113,18 @@ while True:
 _f = sys._getframe()
 while _f is not None and 'wire_out' not in _f.f_locals: _f = _f.f_back
 _G._send(_f.f_locals['wire_out'], b'J{not json')"""]), [{'not graded'}] * 3),
-        # the checking machinery replaced in the kernel: the runner's copies, the comparison, the cases, the references
-        'patched': (submission(before=["""import opengen.exercises as E, opengen.grading as G
-ok = lambda *a, **k: E.CheckResult('x', 'passed', 'passed')
-E.run_check = E.judge = G.judge = ok
-E.compare = lambda *a, **k: (True, 0.0, '')
-E.check_cases = G.check_cases = lambda ex, seeds=(0,): []
-for ex in E.EXERCISES.values(): ex.cases, ex.reference, ex.probe = (lambda g: []), (lambda *a, **k: None), None"""]),
-                    [no_pass] * 3),
+        # the checking machinery replaced in the kernel (the runner's copies, the comparison, the cases, the references), and
         # answers that claim to equal anything: a tensor subclass, an object, and torch's comparisons patched
         'liars': (submission({'attention': body('class Yes:\n    __eq__ = lambda s, o: True\n    __float__ = lambda s: 0.0\nreturn Yes(), Yes()'),
                               'split_heads': body("import torch\nclass Same(torch.Tensor):\n    __eq__ = lambda s, o: torch.ones_like(o, dtype=torch.bool)\n    @classmethod\n    def __torch_function__(cls, f, t, a=(), k=None): return True\nreturn torch.zeros(1).as_subclass(Same)"),
                               'merge_heads': body('return torch.zeros(1)')},
-                             ["import torch\ntorch.allclose = torch.equal = lambda *a, **k: True\ntorch.Tensor.__eq__ = lambda s, o: torch.ones((), dtype=torch.bool)\ntorch.isclose = lambda a, b, **k: torch.ones_like(b, dtype=torch.bool)"]),
-                  [{'failed'}] * 3),
+                             ["""import opengen.exercises as E, opengen.grading as G
+ok = lambda *a, **k: E.CheckResult('x', 'passed', 'passed')
+E.run_check = E.judge = G.judge = ok
+E.compare = lambda *a, **k: (True, 0.0, '')
+E.check_cases = G.check_cases = lambda ex, seeds=(0,): []
+for ex in E.EXERCISES.values(): ex.cases, ex.reference, ex.probe = (lambda g: []), (lambda *a, **k: None), None""", "import torch\ntorch.allclose = torch.equal = lambda *a, **k: True\ntorch.Tensor.__eq__ = lambda s, o: torch.ones((), dtype=torch.bool)\ntorch.isclose = lambda a, b, **k: torch.ones_like(b, dtype=torch.bool)"]),
+                  [no_pass] * 3),
         # the old grader's results file, forged messages on every descriptor, then the process ends itself
         'forged_exit': (submission(before=["""import os, json
 line = ''.join(json.dumps({'name': n, 'status': 'passed', 'message': '✓'}) + '\\n' for n in ('attention.attention', 'attention.split_heads', 'attention.merge_heads'))
@@ -137,28 +135,28 @@ for fd in range(1, 64):
     try: os.write(fd, b'\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x0cJ{"ran": ""}')
     except OSError: pass
 os._exit(0)"""]), [{'not graded', 'failed'}] * 3),
-        'sys_exit': (submission(before=['import sys\nsys.exit(0)']), [{'not done'}] * 3),
         'kill_parent': (submission(before=['import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(-1, signal.SIGKILL)']), [{'not graded', 'not done'}] * 3),
         # an endless cell, and an endless function: only themselves are lost
-        'loops': (submission({'attention': R['attention'], 'split_heads': body('while True: pass')}, ['while True: pass']),
+        'loops': (submission({'attention': R['attention'], 'split_heads': body('import time\nwhile True: time.sleep(0.05)')},
+                             ['import time\nwhile True: time.sleep(0.05)']),   # idle loops: the timeouts are tested, not a core kept busy
                   [{'passed'}, {'timed out'}, {'not done'}]),
-        'bombs': (submission(before=['blocks = [bytearray(1 << 28) for _ in range(10 ** 6)]',
-                                     'import os\nwhile True: os.fork()']), [{'not done'}] * 3),
-        # another student's notebook read, overwritten; the class's CSV and the host's /tmp written
-        'escape': (submission(before=[f"""import json
+        # cells that harm: another student's notebook read and overwritten, the class's CSV and the host's /tmp written; a daemon
+        # left behind; a memory bomb and a fork bomb; sys.exit
+        'hostile_cells': (submission(before=[f"""import json
 try:
     for c in json.load(open({str(victim)!r}))['cells']:
         if c['cell_type'] == 'code' and c['source'] and ''.join(c['source']).startswith('def '): exec(''.join(c['source']))
 except OSError: pass
 for p in ({str(victim)!r}, {str(out)!r}, '/tmp/{MARK}-escaped'):
     try: open(p, 'w').write('overwritten')
-    except OSError: pass"""]), [{'not done'}] * 3),
-        'daemon': (submission(before=[f"""import os, sys
+    except OSError: pass""", f"""import os, sys
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0: os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(300)', '{MARK}'])
     os._exit(0)
-os.wait()"""]), [{'not done'}] * 3),
+os.wait()""", 'blocks = [bytearray(1 << 28) for _ in range(10 ** 6)]',
+                                     'import os\nwhile True: os.fork()', 'import sys\nsys.exit(0)']),
+                          [{'not done'}] * 3),
     }
 
 
@@ -187,7 +185,7 @@ def graded(tmp_path_factory):
         write(sub / student / f'{CHAPTER}.ipynb', nb); expected[student] = want
     (sub / 'malformed').mkdir(); (sub / 'malformed' / f'{CHAPTER}.ipynb').write_text('{"cells": [{"cell_type": "code", "source": ')
     victim = (sub / 'ctrl_right' / f'{CHAPTER}.ipynb').read_text()
-    r = subprocess.run([str(OPENGEN), 'grade', str(sub), '--out', str(out), '--cell-timeout', '4', '--timeout', '120', '--memory-gb', '4.5'],
+    r = subprocess.run([str(OPENGEN), 'grade', str(sub), '--out', str(out), '--cell-timeout', '3', '--timeout', '120', '--memory-gb', '4.5'],
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     rows = {row['student']: row for row in csv.DictReader(out.open())}
@@ -214,7 +212,7 @@ def test_each_attack_gets_a_reason_the_teacher_can_read(graded):
     assert "process ended" in rows['forged_exit']['reason'], rows['forged_exit']['reason']
     if 'kill_parent' in expected: assert re.search('PermissionError|process ended', rows['kill_parent']['reason']), rows['kill_parent']['reason']
     assert 'interrupted' in rows['loops']['reason'] and 'ran past the time limit' in text('loops')
-    if 'bombs' in expected: assert 'MemoryError' in rows['bombs']['reason'], rows['bombs']['reason']
+    if 'hostile_cells' in expected: assert 'MemoryError' in rows['hostile_cells']['reason'], rows['hostile_cells']['reason']
     assert 'expected a tensor or a number, got Yes' in text('liars'), text('liars')
     assert 'not a readable notebook' in rows['malformed']['reason']
 
