@@ -394,7 +394,7 @@ def _unwire(o):
     if isinstance(o, (tuple, list)): return type(o)(_unwire(v) for v in o)
     return o
 
-def _verdict(name: str, reply, seeds: list) -> tuple:
+def _verdict(name: str, reply, seeds: list, cases: list | None = None) -> tuple:
     "(status, message) of exercise `name` from the runner's reply: the answers judged here, against the reference, on the same cases."
     fn = name.split('.', 1)[1]
     if not isinstance(reply, dict): return 'failed', f'✗ {name}: its answers could not be read'
@@ -413,7 +413,7 @@ def _verdict(name: str, reply, seeds: list) -> tuple:
         if a[0] == 'value': return _unwire(a[1])
         if a[1] == 'NotImplementedError': raise NotImplementedError(str(a[2]))
         raise StudentRaised(str(a[1]), str(a[2]))
-    r = judge(EXERCISES[name], check_cases(EXERCISES[name], seeds), answer)
+    r = judge(EXERCISES[name], cases if cases is not None else check_cases(EXERCISES[name], seeds), answer)
     return r.status, r.message
 
 def _companions() -> list:
@@ -455,10 +455,10 @@ def _log_tail(log) -> str:
     log.seek(0); lines = [l for l in log.read().decode(errors='replace').splitlines() if l.strip()]
     return lines[-1][:200] if lines else ''
 
-def _request(name: str, seeds: list) -> bytes:
-    "The grader's request for exercise `name`: its cases, drawn here (where the answer functions they may use exist), or only the seeds where the cases hold a function that cannot be pickled."
+def _request(name: str, seeds: list, cases: list) -> bytes:
+    "The grader's request for exercise `name`: its `cases` (drawn here, where the answer functions they may use exist), or only the seeds where a case holds a function that cannot be pickled."
     buf = io.BytesIO()
-    try: torch.save(check_cases(EXERCISES[name], seeds), buf); cases = buf.getvalue()
+    try: torch.save(cases, buf); cases = buf.getvalue()
     except Exception: cases = None
     out = io.BytesIO(); torch.save({'name': name, 'seeds': seeds, 'cases': cases}, out)
     return out.getvalue()
@@ -490,7 +490,8 @@ def _talk(proc: subprocess.Popen, names: list, cell_timeout: int, nb_timeout: in
     seeds = [0, secrets.randbits(62)]                              # the public cases, then cases nobody has seen: drawn now, sent now
     for i, n in enumerate(names):
         try:
-            _send(inp, _request(n, seeds))
+            cases = check_cases(EXERCISES[n], seeds)               # drawn once: sent, then judged against
+            _send(inp, _request(n, seeds, cases))
             msg = _recv(out, min(deadline + cell_timeout, time.monotonic() + cell_timeout + 5))
             if msg[:1] != b'T': raise WireError('not an answer')
             reply = torch.load(io.BytesIO(msg[1:]), weights_only=True)     # data only: tensors, numbers, strings, lists
@@ -503,7 +504,7 @@ def _talk(proc: subprocess.Popen, names: list, cell_timeout: int, nb_timeout: in
             break
         except Exception as e:
             results[n] = ('failed', f'✗ {n}: its answers could not be read ({type(e).__name__})'); continue
-        try: results[n] = _verdict(n, reply, seeds)
+        try: results[n] = _verdict(n, reply, seeds, cases)
         except Exception as e: results[n] = ('failed', f'✗ {n}: its answers could not be judged ({type(e).__name__}: {str(e)[:100]})')
     return results, reasons
 

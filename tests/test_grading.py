@@ -13,6 +13,7 @@ import pytest
 
 from opengen.exercises import BEGIN, END, EXERCISES, hidden_answers, student_notebook
 from opengen.grading import WORKBOOK, bubblewrap, chapter_exercises
+from test_exercises import teacher_solution   # the teacher's function of an exercise, from its chapter
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTER = '24_attention'            # the quickest chapter to run (about 4 s); its exercises: attention, split_heads, merge_heads
@@ -253,19 +254,6 @@ def test_the_workbook_table_matches_the_notebooks():
         assert prefixes == ({WORKBOOK[nb.stem][0]} if nb.stem in WORKBOOK else set()), (nb.stem, prefixes)
 
 
-def teacher_function(chapter: str, fn: str):
-    "The teacher's solution of `fn` in `chapter`, defined over the names of the module that registers the chapter's exercises."
-    import math, numpy, torch
-    module = sys.modules[WORKBOOK[chapter][1]]
-    for c in json.loads((REPO / 'nbs' / f'{chapter}.ipynb').read_text())['cells']:
-        src = ''.join(c['source'])
-        if c['cell_type'] == 'code' and BEGIN in src and src.startswith(f'def {fn}('):
-            ns = {**vars(module), 'torch': torch, 'math': math, 'F': torch.nn.functional, 'np': numpy, 'nn': torch.nn}
-            exec(src, ns)
-            return ns[fn]
-    raise LookupError(fn)
-
-
 def _withheld(*a, **k):
     "What an answer function does in the sandbox (its code is swapped in below: no free variables)."
     raise __import__('opengen.exercises', fromlist=['AnswerWithheld']).AnswerWithheld('withheld')
@@ -279,7 +267,7 @@ def test_a_chapter_can_be_graded_with_its_answers_withheld(chapter):
     from opengen.grading import _request
     funcs = [f for n in chapter_exercises(chapter) for f in __import__('opengen.exercises', fromlist=['x']).answer_functions(EXERCISES[n])]
     seeds = [0, 99]
-    sent = {n: torch.load(io.BytesIO(_request(n, seeds)), weights_only=False)['cases'] for n in chapter_exercises(chapter)}
+    sent = {n: torch.load(io.BytesIO(_request(n, seeds, check_cases(EXERCISES[n], seeds))), weights_only=False)['cases'] for n in chapter_exercises(chapter)}
     expected = {n: [EXERCISES[n].compared(EXERCISES[n].reference)(*_clone(c.args), **_clone(c.kwargs)) for c in check_cases(EXERCISES[n], seeds)]
                 for n in chapter_exercises(chapter)}
     saved = {f: f.__code__ for f in funcs}
@@ -287,7 +275,7 @@ def test_a_chapter_can_be_graded_with_its_answers_withheld(chapter):
         for f in funcs:
             if not f.__code__.co_freevars: f.__code__ = _withheld.__code__.replace(co_name=f.__name__)
         for n in chapter_exercises(chapter):
-            ex, fn = EXERCISES[n], teacher_function(chapter, n.split('.', 1)[1])
+            ex, fn = EXERCISES[n], teacher_solution(n)
             cases = torch.load(io.BytesIO(sent[n]), weights_only=False) if sent[n] else check_cases(ex, seeds)
             got = [ex.compared(fn)(*_clone(c.args), **_clone(c.kwargs)) for c in cases]
             assert len(got) == len(expected[n]), n
