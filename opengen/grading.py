@@ -22,7 +22,7 @@ import opengen.diffusion.flow_matching, opengen.diffusion.latent, opengen.speed,
 from .exercises import EXERCISES, EXPORT_CALL, _clone, answer_functions, check_cases, hidden_answers, judge
 
 # %% ../nbs/07_grading.ipynb #07a00006
-WORKBOOK = {'10_ae': ('ae', 'opengen.models.ae'), '11_vae': ('vae', 'opengen.models.vae'), '12_cvae': ('cvae', 'opengen.models.cvae'),
+WORKBOOK = {'05_metrics': ('metrics', 'opengen.metrics'), '10_ae': ('ae', 'opengen.models.ae'), '11_vae': ('vae', 'opengen.models.vae'), '12_cvae': ('cvae', 'opengen.models.cvae'),
             '14_flows': ('flows', 'opengen.models.flows'), '15_vqvae': ('vqvae', 'opengen.models.vqvae'),
             '13_gan': ('gan', 'opengen.models.gan'), '20_unet': ('unet', 'opengen.diffusion.unet'), '21_ddpm': ('ddpm', 'opengen.diffusion.ddpm'),
             '22_samplers': ('samplers', 'opengen.diffusion.samplers'), '23_cfg': ('guidance', 'opengen.diffusion.guidance'),

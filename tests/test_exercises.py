@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,9 +30,10 @@ import opengen.speed  # noqa: F401
 import opengen.compare  # noqa: F401
 import opengen.tokens.prior  # noqa: F401
 from opengen.exercises import BEGIN, END, EXERCISES, answer_functions, check, run_check, student_notebook
+from opengen.grading import WORKBOOK   # imports every chapter's module: each registers its exercises
 
 REPO = Path(__file__).resolve().parents[1]
-CHAPTERS = {'ae': '10_ae', 'vae': '11_vae', 'cvae': '12_cvae', 'samplers': '22_samplers', 'gan': '13_gan', 'flows': '14_flows', 'unet': '20_unet', 'ddpm': '21_ddpm', 'guidance': '23_cfg', 'attention': '24_attention', 'vqvae': '15_vqvae', 'tokens': '27_tokens', 'flow_matching': '28_flow_matching', 'latent': '29_latent', 'speed': '32_speed', 'compare': '40_compare'}
+CHAPTERS = {prefix: chapter for chapter, (prefix, _) in WORKBOOK.items()}   # exercise prefix -> its chapter notebook
 MISTAKES = [(name, hint) for name, ex in sorted(EXERCISES.items()) for hint in ex.mistakes]
 
 
@@ -161,9 +163,19 @@ def _attention_plain(q, k, v, mask=None):
     return a @ v, a
 
 
+def _frechet_eigh(mu_a, sigma_a, mu_b, sigma_b):
+    "The Fréchet distance by eigendecompositions: tr (Σa Σb)^½ = Σ √λ of the symmetric Σa^½ Σb Σa^½."
+    w, v = np.linalg.eigh(sigma_a); root_a = v @ np.diag(np.sqrt(w)) @ v.T
+    lam = np.clip(np.linalg.eigvalsh(root_a @ sigma_b @ root_a), 0, None)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(sigma_a) + np.trace(sigma_b) - 2 * np.sqrt(lam).sum())
+
+
 # right answers written another way than the reference: each must pass (the wrong ones are the listed mistakes, above)
 RIGHT = {
-    'unet.patchify': lambda x, p: x.unfold(2, p, p).unfold(3, p, p).permute(0, 1, 4, 5, 2, 3).reshape(x.shape[0], -1, x.shape[2] // p, x.shape[3] // p),
+    'metrics.frechet_distance': _frechet_eigh,
+    'metrics.nearest_distances': lambda a, b: ((a[:, None] - b[None]) ** 2).sum(-1).sqrt().min(1),
+    'unet.add_class_embedding': lambda emb, table, labels=None: emb + torch.nn.functional.one_hot(
+        torch.full((len(emb),), len(table) - 1) if labels is None else labels, len(table)).to(table.dtype) @ table,
     'latent.latent_scale': lambda z: 1 / torch.std(z.double()).item(),
     'flow_matching.cfm_loss': lambda net, x0, eps, t: (net(torch.lerp(x0, eps, t.reshape(-1, *[1] * (x0.dim() - 1))), t) - (eps - x0)).square().mean(),
     'tokens.causal_mask': lambda n, L=None, device=None: torch.ones(n, L or n, dtype=torch.bool, device=device).tril((L or n) - n),
@@ -186,9 +198,9 @@ def test_the_exercise_text_states_the_convention_the_check_wants():
     assert "torch's default estimator (`z.std()`, which divides by N − 1)" in text('29_latent.ipynb')
     assert 'not a large negative number such as −1e9' in text('24_attention.ipynb')
     assert 'toy points are (B, 2)' in text('28_flow_matching.ipynb')
-    assert 'without calling `F.pixel_unshuffle`' in text('20_unet.ipynb') and '**one** call' in text('23_cfg.ipynb')
-    hints = {n: ' '.join(EXERCISES[n].mistakes) for n in ('latent.latent_scale', 'attention.attention', 'unet.patchify', 'guidance.guided_eps', 'tokens.causal_mask')}
-    assert 'N − 1' in hints['latent.latent_scale'] and '−1e9' in hints['attention.attention'] and 'F.pixel_unshuffle' in hints['unet.patchify']
+    assert 'labels=None' in text('20_unet.ipynb') and '**one** call' in text('23_cfg.ipynb')
+    hints = {n: ' '.join(EXERCISES[n].mistakes) for n in ('latent.latent_scale', 'attention.attention', 'unet.add_class_embedding', 'guidance.guided_eps', 'tokens.causal_mask')}
+    assert 'N − 1' in hints['latent.latent_scale'] and '−1e9' in hints['attention.attention'] and 'last row' in hints['unet.add_class_embedding']
     assert 'once' in hints['guidance.guided_eps'] and 'boolean' in hints['tokens.causal_mask']
 
 

@@ -1,5 +1,5 @@
 """`opengen grade` on a class of real submissions, each built from the student edition of 24_attention: honest controls
-(every exercise right; the edition untouched; one right, one wrong, one left), and submissions that try to get a pass
+(every exercise right; the edition untouched; one right, one wrong, one whose cell was deleted: graded missing), and submissions that try to get a pass
 without solving or to harm the grader, the machine or the other students (among them the holes a red-team review found
 in a first version: the library's function run from a thread, from a copy of its source or recompiled code, and the
 runner's guard and protocol subverted from inside its process; the answers are now withheld from the sandbox). For every attack: no pass for what it
@@ -33,8 +33,8 @@ def teacher_bodies() -> dict:
     return out
 
 
-def submission(bodies: dict = {}, before: list = ()) -> dict:
-    "The student edition with the bodies of some exercise functions written (source, indented) and cells added before the exercises."
+def submission(bodies: dict = {}, before: list = (), deleted: tuple = ()) -> dict:
+    "The student edition with the bodies of some exercise functions written (source, indented), cells added before the exercises, and the cells defining the functions `deleted` removed."
     nb, _ = student_notebook(json.loads((REPO / 'nbs' / f'{CHAPTER}.ipynb').read_text()), hidden_answers(EXERCISES.values()))
     cells = []
     for c in nb['cells']:
@@ -44,7 +44,7 @@ def submission(bodies: dict = {}, before: list = ()) -> dict:
         m = re.match(r'def (\w+)\(', src)
         if c['cell_type'] == 'code' and m and m.group(1) in bodies:
             c = {**c, 'source': src.replace('    raise NotImplementedError()', bodies[m.group(1)].rstrip('\n'))}
-        cells.append(c)
+        if not (c['cell_type'] == 'code' and m and m.group(1) in deleted): cells.append(c)
     return {**nb, 'cells': cells}
 
 
@@ -66,8 +66,8 @@ def attacks(root: Path) -> dict:
         # honest controls
         'ctrl_right': (submission(R), [{'passed'}] * 3),
         'ctrl_stubs': (submission(), [{'not done'}] * 3),
-        'ctrl_half': (submission({'attention': R['attention'], 'split_heads': body('return x.reshape(x.shape[0], heads, x.shape[1], -1)')}),
-                      [{'passed'}, {'failed'}, {'not done'}]),
+        'ctrl_half': (submission({'attention': R['attention'], 'split_heads': body('return x.reshape(x.shape[0], heads, x.shape[1], -1)')},
+                                 deleted=('merge_heads',)), [{'passed'}, {'failed'}, {'missing'}]),   # the cell of the third deleted
         # the library's own function, three ways: an import, EXERCISES, an alias taken earlier through importlib and getattr
         'lib_calls': (submission({'attention': body(f'from {LIB} import attention as lib\nreturn lib(q, k, v, mask)'),
                                   'split_heads': body("from opengen.exercises import EXERCISES\nreturn EXERCISES['attention.split_heads'].reference(x, heads)"),
@@ -228,7 +228,8 @@ def test_no_process_outlives_its_grading_and_nothing_is_written_outside(graded):
 def test_the_feedback_files_carry_each_checks_message(graded):
     _, _, fb, *_ = graded
     half = (fb / 'ctrl_half.md').read_text()
-    assert '1 of 3 passed' in half and '✓ attention.attention: passed' in half and 'not done yet' in half and '✗ attention.split_heads' in half
+    assert '1 of 3 passed' in half and '✓ attention.attention: passed' in half and '✗ attention.split_heads' in half
+    assert "still the library's own (the cell that defines yours was deleted" in half, half
 
 
 def test_the_cases_nobody_has_seen_are_fresh_each_run():

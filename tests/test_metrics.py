@@ -251,3 +251,18 @@ def test_a_resample_is_measured_as_its_definition_says():
     assert set(got) == set(want)
     for k in want: assert got[k] == pytest.approx(want[k], rel=1e-6, abs=1e-9), (k, got[k], want[k])
     assert len(set(i.tolist())) < 300     # the resample does hold copies, so the exclusions were exercised
+
+
+def test_intervals_of_bounded_metrics_stay_in_their_range():
+    "A metric near its bound keeps its interval inside its range (digits under heavy noise: precision near 0, recall 0); the"
+    " clipping itself on draws whose shifted percentile would cross 0."
+    from opengen.metrics import METRIC_RANGES, bias_shifted_interval, real_images
+    for x in (add_noise(real_images('mnist', n=200, split='train', seed=2), 0.6),):
+        ci = bootstrap_intervals(x, None, 'mnist', n_boot=20, seed=2)
+        for key, (low, high) in METRIC_RANGES.items():
+            if key not in ci: continue
+            assert (low is None or ci[key][0] >= low) and (high is None or ci[key][1] <= high), (key, ci[key])
+            assert ci[key][0] <= ci[key][1]
+    draws = [0.02, 0.03, 0.01, 0.02]
+    assert bias_shifted_interval(draws, 0.004)[0] < 0 <= bias_shifted_interval(draws, 0.004, bounds=(0., 1.))[0]
+    assert bias_shifted_interval([0.97, 0.99, 0.98], 0.999, bounds=(0., 1.))[1] <= 1.

@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip('nbgrader')
 REPO = Path(__file__).resolve().parents[1]
-CHAPTER = '20_unet.ipynb'          # the quickest chapter with exercises (about 10 s at smoke size)
-WRONG = ('return h * (1 + scale) + shift', 'return h * scale + shift')   # the exercise's scale_shift without the 1 +
+CHAPTER = '24_attention.ipynb'     # the quickest chapter with exercises (a few seconds at smoke size)
+WRONG = ('    return x.reshape(B, N, heads, D // heads).transpose(1, 2)', '    return x.reshape(B, heads, N, D // heads)')   # split_heads without the transpose
 
 
 def nbgrader(course: Path, *args, env=None):
@@ -35,10 +35,10 @@ def solution_lines(src: str) -> list[str]:
     return lines[lines.index('### BEGIN SOLUTION') + 1:lines.index('### END SOLUTION')]
 
 
-def with_wrong_scale_shift(nb_text: str) -> str:
-    "The notebook with its scale_shift exercise (not the library's) answered wrongly."
+def with_wrong_split_heads(nb_text: str) -> str:
+    "The notebook with its split_heads exercise (not the library's) answered wrongly."
     nb = json.loads(nb_text)
-    cell = next(c for c in nb['cells'] if ''.join(c['source']).startswith('def scale_shift(h, ss):'))
+    cell = next(c for c in nb['cells'] if ''.join(c['source']).startswith('def split_heads(x, heads):'))
     src = ''.join(cell['source']); assert WRONG[0] in src
     cell['source'] = src.replace(WRONG[0], WRONG[1])
     return json.dumps(nb)
@@ -74,7 +74,7 @@ def test_generate_assignment_accepts_a_chapter(course):
 def test_autograde_scores_the_checks(course):
     subs = {'alice': (course / 'source' / 'ps1' / CHAPTER).read_text(),         # every solution
             'bob': (course / 'release' / 'ps1' / CHAPTER).read_text()}          # the release, untouched
-    subs['carol'] = with_wrong_scale_shift(subs['alice'])                         # one wrong function
+    subs['carol'] = with_wrong_split_heads(subs['alice'])                         # one wrong function
     dave = json.loads(subs['bob'])                                                # the release, and a cell that switches off
     dave['cells'].insert(1, {'cell_type': 'code', 'metadata': {}, 'outputs': [], 'execution_count': None,   # what the old
                              'source': "import os\nos.environ.pop('OPENGEN_EXERCISES', None)"})          # test cells read
@@ -93,4 +93,4 @@ def test_autograde_scores_the_checks(course):
     assert scores == {'alice': 3, 'bob': 0, 'carol': 2, 'dave': 0}, scores
     graded = '\n'.join(json.dumps(c.get('outputs', [])) for c in
                        json.loads((course / 'autograded' / 'carol' / 'ps1' / CHAPTER).read_text())['cells'])
-    assert 'unet.scale_shift: failed' in graded and 'Hint:' in graded, 'the feedback lacks the check\'s message'
+    assert 'attention.split_heads: failed' in graded and 'Hint:' in graded, 'the feedback lacks the check\'s message'

@@ -79,3 +79,43 @@ def test_the_figure_check_sees_a_lost_figure():
     png = [{'output_type': 'display_data', 'data': {'image/png': 'iVBOR', 'text/plain': '<Figure>'}}]
     exported = {'cell_type': 'code', 'source': ['#| export\n', 'def plot_it(): show_images(x)'], 'outputs': []}
     assert drawing_cells_without_figures({'cells': [cell([]), exported, cell(png)]}) == [0]
+
+
+_MATH = re.compile(r'\$\$(.+?)\$\$|\$([^$\n]+?)\$', re.S)
+_CONTROL = re.compile(r'[\x00-\x09\x0b-\x1f\x7f]')   # everything below a space but the newline (a tab too: "\tilde" gone wrong)
+
+
+def control_characters_in_math(nb: dict) -> list:
+    "(cell index, the damaged formula) for every math span of a markdown cell (or a Markdown output) holding a control character."
+    bad = []
+    for i, c in enumerate(nb['cells']):
+        texts = [''.join(c['source'])] if c['cell_type'] == 'markdown' else \
+                [''.join(o['data']['text/markdown']) for o in c.get('outputs', []) if 'text/markdown' in o.get('data', {})]
+        for text in texts:
+            bad += [(i, m.group(0)[:80]) for m in _MATH.finditer(text) if _CONTROL.search(m.group(0))]
+    return bad
+
+
+def test_no_control_character_in_markdown_math():
+    "A formula written in Python without a raw string loses its backslashes: '\\frac' becomes a form feed and 'rac'."
+    import json
+    bad = {p.name: m for p in sorted((REPO / 'nbs').glob('*.ipynb')) if (m := control_characters_in_math(json.loads(p.read_text())))}
+    assert not bad, f'math with a control character (an escape sequence where a backslash was meant): {bad}'
+
+
+def test_the_math_check_sees_an_escaped_backslash():
+    "The check above fails on '\\frac' and '\\tilde' typed as escapes, in a markdown cell and in a Markdown output, and passes on them written right."
+    md = lambda s: {'cell_type': 'markdown', 'source': [s]}
+    shown = lambda s: {'cell_type': 'code', 'source': ['Markdown(s)'], 'outputs': [{'output_type': 'display_data', 'data': {'text/markdown': [s]}}]}
+    right = r'$$e_k = \frac{m_k}{\tilde N_k}$$ and $\tilde N_k$'
+    wrong = right.replace('\\f', '\f').replace('\\t', '\t')
+    assert control_characters_in_math({'cells': [md(right), shown(right), md('a\ttab outside math $x$')]}) == []
+    assert [i for i, _ in control_characters_in_math({'cells': [md(wrong), shown(wrong)]})] == [0, 0, 1, 1]
+
+
+def test_the_front_page_names_every_chapter_with_exercises():
+    "index.ipynb (README) lists the chapters with checked exercises: every chapter of the grader's WORKBOOK is named there."
+    import json
+    from opengen.grading import WORKBOOK
+    text = ''.join(''.join(c['source']) for c in json.loads((REPO / 'nbs' / 'index.ipynb').read_text())['cells'])
+    assert not [ch for ch in WORKBOOK if f'`{ch}`' not in text], 'chapters with exercises missing from index.ipynb'

@@ -20,7 +20,7 @@ from ..learner import TrainCB
 from ..metrics import evaluate, save_evaluated
 from ..nn import Generative
 from .unet import UNet, unet_preset
-from .samplers import RangeStats, check_range, make_sampler
+from .samplers import DDPMSampler, RangeStats, check_range, make_sampler
 from .guidance import drop_to_null, guided_eps
 
 # %% ../../nbs/21_ddpm.ipynb #db62ff82
@@ -47,8 +47,16 @@ class NoiseSchedule:
     "The forward process: betas, alphas, alpha_bar and the closed forms built on them (index t = 0..T-1 is step t+1)."
     def __init__(self, T: int = 250, kind: str = 'linear'):
         if kind not in SCHEDULES: raise ValueError(f'unknown schedule {kind!r}; use one of {sorted(SCHEDULES)}')
-        self.T, self.kind = T, kind
-        b = SCHEDULES[kind](T)
+        self._tables(SCHEDULES[kind](T), kind)
+
+    @classmethod
+    def from_betas(cls, betas: torch.Tensor) -> 'NoiseSchedule':
+        "A schedule of given betas (T,) instead of a named kind (its `kind` is 'custom'): e.g. a sampler on an exercise's schedule."
+        s = cls.__new__(cls); s._tables(torch.as_tensor(betas, dtype=torch.float64), 'custom'); return s
+
+    def _tables(self, b: torch.Tensor, kind: str):
+        "Every table of the schedule from its betas (T,) in float64."
+        self.T, self.kind = len(b), kind
         self.betas64 = b
         self.alphas64 = 1 - b
         self.alpha_bar64 = torch.cumprod(self.alphas64, 0)
@@ -99,6 +107,12 @@ def x0_to_eps(x0, xt, alpha_bar): "ε from x0: (x_t - sqrt(ᾱ) x0) / sqrt(1-ᾱ
 def v_target(x0, eps, alpha_bar): "v = sqrt(ᾱ) ε - sqrt(1-ᾱ) x0 (Salimans & Ho 2022)."; return alpha_bar ** 0.5 * eps - (1 - alpha_bar) ** 0.5 * x0
 def v_to_eps(v, xt, alpha_bar): "ε from v: sqrt(ᾱ) v + sqrt(1-ᾱ) x_t."; return alpha_bar ** 0.5 * v + (1 - alpha_bar) ** 0.5 * xt
 def v_to_x0(v, xt, alpha_bar): "x0 from v: sqrt(ᾱ) x_t - sqrt(1-ᾱ) v."; return alpha_bar ** 0.5 * xt - (1 - alpha_bar) ** 0.5 * v
+
+def _to_eps_x0(out, xt, alpha_bar, prediction: str):
+    "(ε̂, x̂0) from a network output `out` that predicts `prediction` ('eps', 'x0' or 'v'), at x_t and ᾱ: the conversions above, as `Diffusion.to_eps_x0` applies them."
+    if prediction == 'eps': return out, eps_to_x0(out, xt, alpha_bar)
+    if prediction == 'x0': return x0_to_eps(out, xt, alpha_bar), out
+    return v_to_eps(out, xt, alpha_bar), v_to_x0(out, xt, alpha_bar)
 
 
 # %% ../../nbs/21_ddpm.ipynb #e84ce968
@@ -156,10 +170,7 @@ class Diffusion(Denoiser):
 
     def to_eps_x0(self, out: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "Convert the network output (ε, x0 or v) into the pair (ε̂, x̂0)."
-        ab = self.schedule.alpha_bar_at(t, xt)
-        if self.prediction == 'eps': return out, eps_to_x0(out, xt, ab)
-        if self.prediction == 'x0': return x0_to_eps(out, xt, ab), out
-        return v_to_eps(out, xt, ab), v_to_x0(out, xt, ab)
+        return _to_eps_x0(out, xt, self.schedule.alpha_bar_at(t, xt), self.prediction)
 
     def target(self, x0, eps, t) -> torch.Tensor:
         "The regression target of the network for this parameterisation."
@@ -276,6 +287,10 @@ def _eps_loss(net, x0, t, eps, betas):
     "The reference of the training-loss exercise: the mean squared error of the network's ε on x_t."
     return ((net(_q_sample(x0, t, eps, _bars(betas)[0]), t) - eps) ** 2).mean()
 
+def _ancestral_step(eps, xt, t, z, betas):
+    "The reference of the ancestral-step exercise: one step of the library's `DDPMSampler` (22_samplers) from t to t − 1 on the schedule `betas`, x̂0 not clipped."
+    return DDPMSampler(NoiseSchedule.from_betas(betas), clip_x0=False).step(eps, t, xt, noise=z)[0]
+
 def _ddpm_cases(g: torch.Generator, what: str) -> list:
     "Images in [-1, 1] (B,1,4,4), noise and timesteps: the first step, the last, and random ones, of the T = 250 linear schedule."
     betas, T = linear_betas(250), 250
@@ -288,6 +303,44 @@ def _ddpm_cases(g: torch.Generator, what: str) -> list:
         args = {'q_sample': (x0, t, eps, betas), 'posterior': (x0, xt, t, betas), 'eps_loss': (net, x0, t, eps, betas)}[what]
         out.append(Case(name, args))
     return out
+
+def _conversion_cases(g: torch.Generator) -> list:
+    "Network outputs, x_t (B,1,4,4) and ᾱ_t (B,1,1,1) of the T = 250 linear schedule, for each parameterisation: the first and last step, random steps."
+    ab, T = NoiseSchedule(250).alpha_bar, 250
+    r = lambda B: torch.randn(B, 1, 4, 4, generator=g)
+    out = []
+    for pred in ('eps', 'x0', 'v'):
+        out.append(Case(f"{pred}-prediction, t = 0 and t = {T - 1} (the first and the last step)", (r(2), r(2), ab[[0, T - 1]].view(-1, 1, 1, 1), pred)))
+        out.append(Case(f'{pred}-prediction, random timesteps', (r(3), r(3), ab[torch.randint(0, T, (3,), generator=g)].view(-1, 1, 1, 1), pred)))
+    return out
+
+def _conversion_wrong(mistake: str):
+    "The conversions with one mistake: 'no roots' (ᾱ for √ᾱ), 'swapped' (x̂0, ε̂), 'x0: roots swapped' (√ᾱ and √(1−ᾱ) exchanged from x0), 'v: signs'."
+    def wrong(out, xt, ab, pred):
+        a, s = (ab, 1 - ab) if mistake == 'no roots' else (ab.sqrt(), (1 - ab).sqrt())
+        if pred == 'eps': pair = out, (xt - s * out) / a
+        elif pred == 'x0': pair = ((xt - s * out) / a if mistake == 'x0: roots swapped' else (xt - a * out) / s), out
+        else: pair = (a * out - s * xt, a * xt + s * out) if mistake == 'v: signs' else (a * out + s * xt, a * xt - s * out)
+        return pair[::-1] if mistake == 'swapped' else pair
+    return wrong
+
+def _step_cases(g: torch.Generator) -> list:
+    "ε̂, x_t and z (B,1,4,4) at one step t (an int) of the T = 250 linear schedule: the last step (no noise), the first, the one before the last (where β̃_t is about half of β_t), a random one."
+    betas, T = linear_betas(250), 250
+    r = lambda: torch.randn(3, 1, 4, 4, generator=g)
+    steps = (('t = 0 (the last step: no noise)', 0), (f't = {T - 1} (the first step, from pure noise)', T - 1),
+             ('t = 1 (the step before the last)', 1), ('a random step', int(torch.randint(1, T - 1, (1,), generator=g))))
+    return [Case(what, (r(), r(), t, r(), betas)) for what, t in steps]
+
+def _step_wrong(mistake: str):
+    "The ancestral step with one mistake: 'beta' (σ² = β_t), 'beta, noise at t = 0', 'sign' (+ε̂), 'no 1/√α', 'variance' (β̃ z, not √β̃ z)."
+    def wrong(eps, xt, t, z, betas):
+        ab, ab_prev = (a[t] for a in _bars(betas)); b = betas[t]
+        mean = (xt + (1 if mistake == 'sign' else -1) * b / (1 - ab).sqrt() * eps) / (1 if mistake == 'no 1/√α' else (1 - b).sqrt())
+        var = b if mistake.startswith('beta') else b * (1 - ab_prev) / (1 - ab)
+        if t == 0 and mistake != 'beta, noise at t = 0': return mean
+        return mean + (var if mistake == 'variance' else var.sqrt()) * z
+    return wrong
 
 register_exercise(
     Exercise('ddpm.q_sample', lambda x0, t, eps, betas: _q_sample(x0, t, eps, _bars(betas)[0]), lambda g: _ddpm_cases(g, 'q_sample'), mistakes={
@@ -306,4 +359,15 @@ register_exercise(
         'the network sees the noisy x_t (q_sample), not the clean x0': lambda net, x0, t, eps, b: ((net(x0, t) - eps) ** 2).mean(),
         'regress the noise ε (the ε-parameterisation), not x0': lambda net, x0, t, eps, b: ((net(_q_sample(x0, t, eps, _bars(b)[0]), t) - x0) ** 2).mean(),
         'the loss of a batch is the mean of the squared errors, not their sum':
-            lambda net, x0, t, eps, b: ((net(_q_sample(x0, t, eps, _bars(b)[0]), t) - eps) ** 2).sum()}))
+            lambda net, x0, t, eps, b: ((net(_q_sample(x0, t, eps, _bars(b)[0]), t) - eps) ** 2).sum()}),
+    Exercise('ddpm.to_eps_x0', _to_eps_x0, _conversion_cases, mistakes={
+        'return the pair (ε̂, x̂0), in that order': _conversion_wrong('swapped'),
+        'the coefficients are square roots: x_t = √ᾱ x0 + √(1 − ᾱ) ε, so x̂0 = (x_t − √(1 − ᾱ) ε̂) / √ᾱ': _conversion_wrong('no roots'),
+        'from x̂0: ε̂ = (x_t − √ᾱ x̂0) / √(1 − ᾱ), the signal √ᾱ x̂0 taken away and the rest divided by the noise scale': _conversion_wrong('x0: roots swapped'),
+        'from v = √ᾱ ε − √(1 − ᾱ) x0: ε̂ = √ᾱ v + √(1 − ᾱ) x_t and x̂0 = √ᾱ x_t − √(1 − ᾱ) v (mind the signs)': _conversion_wrong('v: signs')}),
+    Exercise('ddpm.ancestral_step', _ancestral_step, _step_cases, mistakes={
+        "σ_t² is the posterior variance β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t), the library's choice, not β_t": _step_wrong('beta'),
+        'no noise at the last step (t = 0): it returns the mean': _step_wrong('beta, noise at t = 0'),
+        'subtract the predicted noise: (x_t − β_t / √(1 − ᾱ_t) ε̂) / √α_t': _step_wrong('sign'),
+        'divide the mean by √α_t = √(1 − β_t)': _step_wrong('no 1/√α'),
+        'σ_t is a standard deviation: scale z by √β̃_t, not by β̃_t': _step_wrong('variance')}))

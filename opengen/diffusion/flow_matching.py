@@ -310,7 +310,7 @@ register_recipe(
            fit=dict(snapshots=True), description=_FM_CARD, finish=flow_matching_finish(min_accuracy=0.99), save=save_evaluated))
 
 # %% ../../nbs/28_flow_matching.ipynb #8787903e
-_fm_path, _velocity_target = fm_path, velocity_target   # the exercises below may redefine these names in a notebook
+_fm_path, _velocity_target, _gmm_velocity = fm_path, velocity_target, gmm_velocity   # the exercises below may redefine these names in a notebook
 
 def _cfm_loss(net, x0, eps, t):
     "The reference of the loss exercise: the mean squared error of the network's velocity at x_t against ε − x0."
@@ -339,6 +339,30 @@ def _step_cases(g: torch.Generator) -> list:
     return [Case('the first step: t = 1 → 0.75', (_v_field, r(3, 1, 4, 4), 1.0, 0.75)), Case('t = 0.5 → 0.25', (_v_field, r(2, 2), 0.5, 0.25)),
             Case('the last step: t = 0.125 → 0', (_v_field, r(4, 3), 0.125, 0.0))]
 
+def _mixture_cases(g: torch.Generator) -> list:
+    "(x, t, means, s): points near and between the components at early, middle and late times, t = 0 (the data) and t = 1 (the noise)."
+    pts = lambda n, scale: scale * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    return [Case('8 points, the ring of 8 components, t = 0.5', (pts(8, 1.5), 0.5, ring_means(8), 0.15)),
+            Case('5 points, t = 0.1 (near the data): the nearest component dominates', (pts(5, 2.), 0.1, ring_means(8), 0.15)),
+            Case('4 points, t = 0.9 (near the noise)', (pts(4, 1.), 0.9, ring_means(8), 0.15)),
+            Case('3 components in 3-D, wider (s = 0.5), t = 0.3', (torch.randn(6, 3, generator=g, dtype=torch.float64), 0.3,
+                                                                   torch.randn(3, 3, generator=g, dtype=torch.float64), 0.5)),
+            Case('t = 0: the data end of the path', (pts(3, 2.), 0.0, ring_means(4), 0.2)),
+            Case('t = 1: pure noise, the field is x − E[x0]', (pts(3, 1.), 1.0, ring_means(6), 0.15))]
+
+def _gmm_wrong(mistake: str):
+    "The marginal velocity with one mistake: 'uniform' weights, 'unscaled' means, 'sign' x0 − ε, 'point' components (s ignored)."
+    def wrong(x, t, means, std):
+        s = 0. if mistake == 'point' else std
+        m = means if mistake == 'unscaled' else (1 - t) * means
+        var = (1 - t) ** 2 * s ** 2 + t ** 2
+        w = (-((x[:, None] - m[None]) ** 2).sum(-1) / (2 * var)).softmax(1)[..., None]
+        if mistake == 'uniform': w = torch.full_like(w, 1 / len(means))
+        r = x[:, None] - m[None]
+        e_x0, e_eps = means[None] + (1 - t) * s ** 2 / var * r, t / var * r
+        return (w * ((e_x0 - e_eps) if mistake == 'sign' else (e_eps - e_x0))).sum(1)
+    return wrong
+
 register_exercise(
     Exercise('flow_matching.cfm_loss', _cfm_loss, _loss_cases, mistakes={
         'the velocity is d x_t / dt = ε − x0 (from the data at t = 0 to the noise at t = 1), not x0 − ε':
@@ -362,4 +386,11 @@ register_exercise(
         'the corrected step starts again from x, not from the predictor x̃':
             lambda v, x, t, tn: (lambda h, v1: (x + h * v1) + h * (v1 + v(x + h * v1, tn)) / 2)(tn - t, v(x, t)),
         'Heun averages the two velocities, (v(x, t) + v(x̃, t_next)) / 2; using the second alone is a different (and first-order) method':
-            lambda v, x, t, tn: (lambda h, v1: x + h * v(x + h * v1, tn))(tn - t, v(x, t))}))
+            lambda v, x, t, tn: (lambda h, v1: x + h * v(x + h * v1, tn))(tn - t, v(x, t))}),
+    Exercise('flow_matching.gmm_velocity', _gmm_velocity, _mixture_cases, mistakes={
+        'weight each component by its responsibility p(k | x_t), a softmax of the Gaussian log-densities at x: not equally':
+            _gmm_wrong('uniform'),
+        'component k of x_t is centred at (1 − t) μ_k, the mean of the path at time t, not at μ_k': _gmm_wrong('unscaled'),
+        'the velocity points from the data to the noise, E[ε − x0 | x_t]: not x0 − ε': _gmm_wrong('sign'),
+        "each component has spread s: the path's variance is (1 − t)² s² + t², and E[x0 | x_t, k] moves away from μ_k by (1 − t) s² / σ_t² (x − (1 − t) μ_k)":
+            _gmm_wrong('point')}))

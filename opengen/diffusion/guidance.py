@@ -150,7 +150,8 @@ register_exercise(
     Exercise('guidance.cfg_combine', cfg_combine, _eps_cases, mistakes={
         's = 1 must give ε_c and s = 0 ε_u: ε_u + s (ε_c − ε_u), not (1 − s) ε_c + s ε_u': lambda ec, eu, s: (1 - s) * ec + s * eu,
         "that is the w-form with w = s: Ho & Salimans' w is s − 1, i.e. ε_c + (s − 1)(ε_c − ε_u)": lambda ec, eu, s: ec + s * (ec - eu)}),
-    Exercise('guidance.guided_eps', lambda f, x, t, y, null, s: _guided_eps(_EpsFn(f, null), x, t, y, s), _guided_cases, probe=_count_calls, mistakes={
+    Exercise('guidance.guided_eps', lambda f, x, t, y, null, s: _guided_eps(_EpsFn(f, null), x, t, y, s), _guided_cases, probe=_count_calls,
+             hint='compare your function with the equation above, term by term, and call eps_fn exactly once, on the doubled batch (value 1 of what the check compares is the number of calls)', mistakes={
         'call the network once, on the doubled batch (x twice; c, then ∅): two calls cost two passes of the U-Net': _two_calls,
         'the guided batch is (c, then ∅): the first half of the output is ε_c, the second ε_u':
             lambda f, x, t, y, null, s: (lambda e: cfg_combine(e[1], e[0], s))(f(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, null.expand(len(y))])).chunk(2)),

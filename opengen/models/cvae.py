@@ -8,7 +8,7 @@ __all__ = ['grid_codes', 'digit_by_z_grid', 'transfer_style', 'label_variance_fr
 # %% ../../nbs/12_cvae.ipynb #64375605
 import torch
 from ..exercises import Case, Exercise, register_exercise
-from .vae import CVAE, VAE
+from .vae import CVAE, VAE, neg_elbo
 from ..nn import evaluating
 
 # %% ../../nbs/12_cvae.ipynb #c9f335c6
@@ -21,10 +21,8 @@ def grid_codes(z: torch.Tensor, # n_z codes (n_z, d)
 def digit_by_z_grid(model: VAE, n_z: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
     "Decode `n_z` codes drawn at the model's temperature under every label: (n_classes * n_z, 1, 28, 28), row = label, column = code."
     z = getattr(model, 'temperature', 1.0) * torch.randn(n_z, model.latent_dim, generator=generator)
-    zz, labels = _grid_codes(z, model.n_classes)
+    zz, labels = grid_codes(z, model.n_classes)
     with evaluating(model): return model.decode(zz, labels)
-
-_grid_codes = grid_codes   # the library's name for it: the exercise below may define its own `grid_codes` in this notebook
 
 # %% ../../nbs/12_cvae.ipynb #c1b4db2e
 @torch.no_grad()
@@ -49,11 +47,35 @@ def label_variance_fraction(z: torch.Tensor, # codes (N, d)
     return between / ((z - mean) ** 2).sum()
 
 # %% ../../nbs/12_cvae.ipynb #c12e0005
-def _grid_cases(g: torch.Generator) -> list:
-    "(codes, n_classes): three 2-D codes under ten labels, one code under three, five 16-d codes."
-    return [Case('3 codes of 2 dimensions, 10 labels', (torch.randn(3, 2, generator=g), 10)),
-            Case('1 code, 3 labels', (torch.randn(1, 4, generator=g), 3)),
-            Case('5 codes of 16 dimensions, 10 labels', (torch.randn(5, 16, generator=g), 10))]
+def _conditional_neg_elbo(model: VAE, x: torch.Tensor, labels: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    "The reference of the conditional-ELBO exercise: the CVAE's own pass with the given ε (the label into encoder and decoder), scored by `neg_elbo` at β = 1."
+    logits, mu, logvar = model(x, labels, eps)
+    return neg_elbo(logits, x, mu, logvar)[0]
+
+def _small_cvae(g: torch.Generator) -> CVAE:
+    "A small untrained CVAE with seeded weights and β = 2, its encoder's output scaled up so that the posteriors are far from the prior."
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2 ** 31, (1,), generator=g)))
+        model = CVAE(latent_dim=4, widths=(4, 8), beta=2.0)
+        with torch.no_grad(): model.encoder.head[-1].weight.mul_(8)
+    return model
+
+def _elbo_cases(g: torch.Generator) -> list:
+    "(model, binarised x, labels, ε): two images, one image, and ε = 0 (z is the posterior mean)."
+    model = _small_cvae(g)
+    case = lambda labels, scale=1.: (model, (torch.rand(len(labels), 1, 28, 28, generator=g) < 0.3).float(), torch.tensor(labels),
+                                     scale * torch.randn(len(labels), 4, generator=g))
+    return [Case('a small CVAE (β = 2), 2 images labelled 3 and 7', case([3, 7])), Case('one image labelled 0', case([0])),
+            Case('4 images, ε = 0: z is the posterior mean', case([1, 2, 8, 9], scale=0.))]
+
+def _elbo_mistake(mean_z=False, beta=False, pixels=torch.sum):
+    "A wrong conditional −ELBO: the posterior mean decoded, the KL weighted by the model's β, or a mean over the pixels."
+    def f(model, x, labels, eps):
+        mu, lv = model.encode(x, labels)
+        logits = model.decode_logits(mu if mean_z else mu + (0.5 * lv).exp() * eps, labels)
+        rec = pixels(torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction='none').flatten(1), 1)
+        return rec + (model.beta if beta else 1.) * 0.5 * (mu ** 2 + lv.exp() - 1 - lv).sum(1)
+    return f
 
 def _transfer_cases(g: torch.Generator) -> list:
     "(a small untrained CVAE with seeded weights, one image, its label) for three labels."
@@ -63,13 +85,12 @@ def _transfer_cases(g: torch.Generator) -> list:
     return [Case(f'a small CVAE, one random image labelled {y}', (model, torch.rand(1, 1, 28, 28, generator=g), y)) for y in (3, 0, 9)]
 
 register_exercise(
-    Exercise('cvae.grid_codes', grid_codes, _grid_cases, mistakes={
-        'the same codes in every row: z.repeat(n_classes, 1) stacks all the codes once per label (repeat_interleave repeats each code in place)':
-            lambda z, C: (z.repeat_interleave(C, 0), torch.arange(C).repeat_interleave(len(z))),
-        'one label per row: torch.arange(n_classes).repeat_interleave(n_z) gives 0, 0, …, 1, 1, …; .repeat(n_z) cycles 0, 1, 2, … along a row':
-            lambda z, C: (z.repeat(C, 1), torch.arange(C).repeat(len(z))),
-        'rows are labels and columns are codes: your grid is transposed (each row one code under every label)':
-            lambda z, C: (z.repeat_interleave(C, 0), torch.arange(C).repeat(len(z)))}),
+    Exercise('cvae.conditional_neg_elbo', _conditional_neg_elbo, _elbo_cases, mistakes={
+        'decode a sample of q(z | x, y), z = μ + σ ε with the given ε: the bound averages the reconstruction over the posterior, not at its mean':
+            _elbo_mistake(mean_z=True),
+        'the bound weights the KL by 1: β (model.beta) is a choice of the training loss, not part of the bound on log p(x | y)': _elbo_mistake(beta=True),
+        'sum the reconstruction over the pixels: −log p(x | z, y) is one number per image (a mean makes it 784 times too small)':
+            _elbo_mistake(pixels=torch.mean)}),
     Exercise('cvae.transfer_style', _transfer_style, _transfer_cases, mistakes={
         'encode once, with the digit\'s own label (its style given what it is), then decode that one code under every label':
             lambda m, x, y: m.decode(m.latent(x.expand(m.n_classes, -1, -1, -1), torch.arange(m.n_classes)), torch.arange(m.n_classes)),

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['GAN_LOSSES', 'TOY_MIX', 'd_loss_bce', 'g_loss_saturating', 'g_loss_nonsaturating', 'd_loss_hinge', 'g_loss_hinge',
            'optimal_discriminator', 'js_divergence', 'toy_density', 'toy_samples', 'toy_dls', 'kde',
-           'fit_discriminator', 'MinibatchStd', 'Generator', 'Discriminator', 'GAN', 'GANTrainCB', 'SampleGridCB',
-           'recalibrate_bn', 'plot_gan_history']
+           'fit_discriminator', 'MinibatchStd', 'Generator', 'Discriminator', 'GAN', 'd_step_logits', 'g_step',
+           'GANTrainCB', 'SampleGridCB', 'recalibrate_bn', 'plot_gan_history']
 
 # %% ../../nbs/13_gan.ipynb #14a65cef
 import math
@@ -226,6 +226,22 @@ class GAN(Generative, Configurable, nn.Module):
 
 
 # %% ../../nbs/13_gan.ipynb #d5db6b43
+def d_step_logits(D: nn.Module, G: nn.Module, x: torch.Tensor, # a real batch
+                  z: torch.Tensor, labels=None) -> tuple[torch.Tensor, torch.Tensor]:
+    "The D step's forward pass: D's logits on the real batch `x` and on fakes G(z) made without gradients to G (detached: this step trains D only)."
+    with torch.no_grad(): fake = G(z, labels)
+    return D(x, labels), D(fake, labels)
+
+def g_step(D: nn.Module, G: nn.Module, opt_g: torch.optim.Optimizer, z: torch.Tensor, labels=None,
+           g_loss=g_loss_nonsaturating) -> torch.Tensor:
+    "The G step: `g_loss` of D's logits on fresh fakes G(z), backpropagated through D into G, one step of `opt_g` (G's parameters only); the gradients it leaves on D are cleared. Returns the loss."
+    opt_g.zero_grad(set_to_none=True)
+    loss = g_loss(D(G(z, labels), labels))
+    if not torch.isfinite(loss): raise FloatingPointError(f'the generator loss became {loss.item()}')
+    loss.backward(); opt_g.step()
+    D.zero_grad(set_to_none=True)             # the G step's gradients on D are not D's to use
+    return loss
+
 class GANTrainCB(Callback):
     "The GAN step for the shared learner: per batch, one D step on real vs fake; every `n_critic` batches one G step."
     order = -10   # first: it makes the optimizers that a resumed checkpoint restores
@@ -255,8 +271,7 @@ class GANTrainCB(Callback):
         "Real and fake logits for the D step (fakes detached: this step trains D only)."
         m = learn.model
         x, y = self._split(learn)
-        with torch.no_grad(): fake = m.G(m.noise(len(x)), y)
-        learn.preds = (m.D(x, y), m.D(fake, y))
+        learn.preds = d_step_logits(m.D, m.G, x, m.noise(len(x)), y)
 
     def get_loss(self, learn):
         real, fake = learn.preds
@@ -276,13 +291,9 @@ class GANTrainCB(Callback):
     def generator_step(self, learn):
         m = learn.model
         x, y = self._split(learn)
-        self.opt_g.zero_grad(set_to_none=True)
-        fake_logits = m.D(m.G(m.noise(len(x)), y), y)
-        g_loss = self.g_loss(fake_logits)
-        if not torch.isfinite(g_loss): raise FloatingPointError(f'the generator loss became {g_loss.item()} at step {learn.train_iter}; lower lr_g')
-        g_loss.backward()
-        self.opt_g.step(); self.g_steps += 1
-        m.D.zero_grad(set_to_none=True)           # the G step's gradients on D are not D's to use
+        try: g_loss = g_step(m.D, m.G, self.opt_g, m.noise(len(x)), y, self.g_loss)
+        except FloatingPointError as e: raise FloatingPointError(f'{e} at step {learn.train_iter}; lower lr_g') from None
+        self.g_steps += 1
         self.last_g = {'g_loss': g_loss.item()}
 
     def zero_grad(self, learn): self.opt_d.zero_grad(set_to_none=True)
@@ -377,6 +388,62 @@ def _density_cases(g: torch.Generator) -> list:
             Case('both densities 0 at two points', (torch.tensor([0., 0.2, 0.]), torch.tensor([0., 0.5, 0.])))]
 
 _optimal_discriminator = optimal_discriminator   # the exercise below names its function the same: the hint keeps the library's
+_d_loss, _g_loss = d_loss_bce, g_loss_nonsaturating   # the library's, for the step's listed mistakes: the exercises below redefine both names
+
+def _gan_step(D, G, opt_d, opt_g, x, z_d, z_g):
+    "The reference of the step exercise: D's step as the learner runs `GANTrainCB`'s (`d_step_logits`, the loss, backward, a step of `opt_d`), then `g_step` against the updated D (the non-saturating game)."
+    d_loss, g_loss = GAN_LOSSES['ns']
+    opt_d.zero_grad(set_to_none=True)
+    loss_d = d_loss(*d_step_logits(D, G, x, z_d))
+    loss_d.backward(); opt_d.step()
+    return loss_d, g_step(D, G, opt_g, z_g, g_loss=g_loss)
+
+def _step_players(seed: int, stale: bool) -> tuple:
+    "Small seeded toy players (2-d data, 3-d noise), an SGD optimizer each, stale gradients on every parameter if `stale` (what a missing zero_grad adds), and a record, at each of D's steps, of whether G's gradients had changed."
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        m = GAN(arch='toy', z_dim=3, width=8, d_norm='none', data_dim=2)
+    if stale:
+        g = torch.Generator().manual_seed(seed + 1)
+        for p in m.parameters(): p.grad = torch.randn(p.shape, generator=g)
+    before = [None if p.grad is None else p.grad.clone() for p in m.G.parameters()]
+    opt_d, opt_g, reached = torch.optim.SGD(m.D.parameters(), lr=0.1), torch.optim.SGD(m.G.parameters(), lr=0.1), []
+    opt_d.register_step_pre_hook(lambda opt, args, kwargs: reached.append(any(
+        p.grad is not None and bool(p.grad.abs().sum() > 0) and (b is None or not torch.equal(p.grad, b)) for p, b in zip(m.G.parameters(), before))))
+    return m, opt_d, opt_g, reached
+
+def _step_probe(step):
+    "What the check compares of a step: both losses, D's and G's parameters after it, and whether D's step put gradients on G."
+    def run(seed, x, z_d, z_g, stale=True):
+        m, opt_d, opt_g, reached = _step_players(seed, stale)
+        loss_d, loss_g = step(m.D, m.G, opt_d, opt_g, x, z_d, z_g)
+        flat = lambda mod: torch.cat([p.detach().flatten() for p in mod.parameters()])
+        num = lambda v: float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+        return num(loss_d), num(loss_g), flat(m.D), flat(m.G), any(reached)
+    return run
+
+def _step_cases(g: torch.Generator) -> list:
+    "(seed of the players, real batch, z for D's step, z for G's step): stale gradients, a batch of one, the learner's clean state."
+    def case(B):
+        return (int(torch.randint(0, 2 ** 31, (1,), generator=g)), 1 + 0.5 * torch.randn(B, 2, generator=g),
+                torch.randn(B, 3, generator=g), torch.randn(B, 3, generator=g))
+    return [Case('8 real points; both players hold stale gradients', case(8)),
+            Case('a batch of one real point and one fake; stale gradients', case(1)),
+            Case('16 real points; no gradients yet (as the learner leaves them)', case(16), {'stale': False})]
+
+def _step_mistake(detach=True, g_loss=None, zero_d=True, zero_g=True, zero_after=False):
+    "A wrong round of the game: fakes not detached in D's step, the saturating G loss, or a zero_grad left out (or only after the steps)."
+    def step(D, G, opt_d, opt_g, x, z_d, z_g):
+        if zero_d: opt_d.zero_grad()
+        fake = G(z_d)
+        loss_d = _d_loss(D(x), D(fake.detach() if detach else fake))
+        loss_d.backward(); opt_d.step()
+        if zero_g: opt_g.zero_grad()
+        loss_g = (g_loss or _g_loss)(D(G(z_g)))
+        loss_g.backward(); opt_g.step()
+        if zero_after: opt_d.zero_grad(); opt_g.zero_grad()
+        return loss_d, loss_g
+    return step
 
 register_exercise(
     Exercise('gan.d_loss_bce', d_loss_bce, _logit_cases, mistakes={
@@ -391,4 +458,15 @@ register_exercise(
         '−log D(G(z)) = softplus(−logit): mind the sign inside the softplus': lambda f: F.softplus(f).mean()}),
     Exercise('gan.optimal_discriminator', optimal_discriminator, _density_cases, mistakes={
         'D* is the probability that x is real: p_data / (p_data + p_g), not p_g / (p_data + p_g)': lambda p, q: _optimal_discriminator(q, p),
-        'where both densities vanish D* is ½ (a guess is all D can do): avoid 0 / 0': lambda p, q: p / (p + q)}))
+        'where both densities vanish D* is ½ (a guess is all D can do): avoid 0 / 0': lambda p, q: p / (p + q)}),
+    Exercise('gan.gan_step', _gan_step, _step_cases, probe=_step_probe, mistakes={
+        "detach the fakes in D's step (G(z).detach(), or make them under torch.no_grad()): D's loss must not reach G, and here it put gradients on G's parameters":
+            _step_mistake(detach=False),
+        "that is the saturating G loss log(1 − D(G(z))): train G with the non-saturating −log D(G(z)) = mean softplus(−logit)":
+            _step_mistake(g_loss=g_loss_saturating),
+        "clear D's gradients (opt_d.zero_grad()) before D's backward pass: backward adds to .grad, so D's step also used the gradients already there":
+            _step_mistake(zero_d=False),
+        "clear G's gradients (opt_g.zero_grad()) before G's backward pass: backward adds to .grad, so G's step also used the gradients already there (D's included, if they reached G)":
+            _step_mistake(zero_g=False),
+        "clear the gradients before each backward pass (opt.zero_grad()), not only after the step: the parameters may hold gradients from earlier work":
+            _step_mistake(zero_d=False, zero_g=False, zero_after=True)}))

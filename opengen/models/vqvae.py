@@ -75,7 +75,7 @@ class VectorQuantizer(nn.Module):
                  ema: float | None = 0.99, # EMA decay γ of the codebook updates; None: the codebook is learned by its loss
                  restart: bool = True, # replace dead codes (used by < 1 vector per batch on average) by encoder outputs
                  kmeans_init: bool = False, # initialise the codebook by k-means on the first training batch
-                 init: str = 'normal'): # 'normal' N(0, 1) codes, or 'uniform' U(−1/K, 1/K) (the original VQ-VAE's, collapse-prone)
+                 init: str = 'normal'): # 'normal' N(0, 1) codes, or 'uniform' U(−1/K, 1/K) (common PyTorch ports' start, collapse-prone)
         super().__init__()
         if init not in ('normal', 'uniform'): raise ValueError(f"init must be 'normal' or 'uniform', got {init!r}")
         self.K, self.D, self.beta, self.ema, self.restart, self.kmeans_init = K, D, beta, ema, restart, kmeans_init
@@ -238,11 +238,13 @@ register_recipe(Recipe('vqvae', VQVAE, dict(K=128, D=16, widths=(32, 64)), 6, fi
 
 # %% ../../nbs/15_vqvae.ipynb #7bb572a8
 def _nearest_cases(g: torch.Generator) -> list:
-    "(z, codebook): codes of different norms (a dot product alone picks wrong), z equal to codes, ties far from any code, random."
+    "(z, codebook): codes of different norms (a dot product alone picks wrong), z equal to codes, exact ties between two codes (the lower index wins, as argmin gives), random."
     r = lambda *s: torch.randn(*s, generator=g)
     E = torch.tensor([[1., 0.], [3., 0.], [0., -2.]])
     return [Case('2-D codes of different lengths', (torch.tensor([[1.2, 0.1], [2.9, 0.3], [0.1, -1.5], [-1., -1.], [-0.5, 0.5]]), E)),
             Case('every code is its own nearest code', (E.clone(), E)),
+            Case('ties: (2, 0), (2, −1) and (2, 5) are exactly as far from code 0 as from code 1 (the lower index wins)',
+                 (torch.tensor([[2., 0.], [2., -1.], [2., 5.]]), E)),
             Case('random z (50, 8), codebook (16, 8)', (r(50, 8), r(16, 8))),
             Case('random z (30, 4), codebook (64, 4) of scale 3', (r(30, 4), 3 * r(64, 4)))]
 
