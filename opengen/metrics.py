@@ -601,9 +601,10 @@ def training_images(dataset: str = 'mnist') -> torch.Tensor:
     "Every training image of `dataset`, (N,1,28,28) in [0, 1]."
     return to_pixel_range(load_dataset(dataset_name(dataset), 'train').x)
 
-def training_features(dataset: str = 'mnist') -> torch.Tensor:
-    "The classifier features (N, 128) of every training image (cached beside the real-data statistics)."
+def training_features(dataset: str = 'mnist', n: int | None = None) -> torch.Tensor:
+    "The classifier features (N, 128) of every training image (cached beside the real-data statistics), or of the first `n` (not cached)."
     name = dataset_name(dataset)
+    if n is not None: return torch.as_tensor(classifier_features(training_images(name)[:n], name)).float()
     p = cache_dir() / 'stats' / f"{name}_train_features_{read_meta(weights_dir() / f'classifier_{name}.safetensors')['sha256'][:12]}.npy"
     try: return torch.from_numpy(np.load(p, allow_pickle=False))
     except (OSError, ValueError): pass                     # not cached yet, or a damaged file
@@ -619,13 +620,14 @@ def _embed(x: torch.Tensor, space: str, dataset: str) -> torch.Tensor:
 
 def memorisation_check(x: torch.Tensor, # samples (N,1,28,28) in [0, 1]
             dataset: str = 'mnist', *, seed: int = 0, # the test images: N of them, drawn with this seed
-            near: float = 0.01) -> dict: # a near-copy: closer to the training set than all but this share of test images
+            near: float = 0.01, # a near-copy: closer to the training set than all but this share of test images
+            n_train: int | None = None) -> dict: # the first n_train training images (None: all 60,000)
     "The nearest-training-image check: per space ('clf': classifier features, 'px': RMS pixels), the samples' median distance to the nearest training image over the test images', and the share of near-copies."
     name = dataset_name(dataset); x = _check_images(x, 'samples')
     test = real_images(name, n=len(x), split='test', seed=seed + 3)
     out = {'n': len(x)}
     for space in ('clf', 'px'):
-        train = training_features(name) if space == 'clf' else _embed(training_images(name), 'px', name)
+        train = training_features(name, n_train) if space == 'clf' else _embed(training_images(name)[:n_train], 'px', name)
         d, _ = nearest_distances(_embed(x, space, name), train)
         d_test, _ = nearest_distances(_embed(test, space, name), train)
         out[f'nn_ratio_{space}'] = (d.median() / d_test.median()).item()
@@ -633,11 +635,12 @@ def memorisation_check(x: torch.Tensor, # samples (N,1,28,28) in [0, 1]
     return out
 
 def closest_pairs(x: torch.Tensor, # samples (N,1,28,28) in [0, 1]
-                  dataset: str = 'mnist', k: int = 8, space: str = 'px') -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "The `k` samples nearest to a training image, their nearest training images and the distances, closest first."
-    d, i = nearest_distances(_embed(x, space, dataset), training_features(dataset) if space == 'clf' else _embed(training_images(dataset), 'px', dataset))
+                  dataset: str = 'mnist', k: int = 8, space: str = 'px', n_train: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "The `k` samples nearest to a training image (of the first `n_train`; None: all), their nearest training images and the distances, closest first."
+    train = training_images(dataset)[:n_train]
+    d, i = nearest_distances(_embed(x, space, dataset), training_features(dataset, n_train) if space == 'clf' else _embed(train, 'px', dataset))
     top = d.argsort()[:k]
-    return x[top], training_images(dataset)[i[top]], d[top]
+    return x[top], train[i[top]], d[top]
 
 # %% ../nbs/05_metrics.ipynb #0ff1f3f5
 _frechet_distance, _nearest_distances, _precision_recall = frechet_distance, nearest_distances, precision_recall   # the exercises below may redefine names

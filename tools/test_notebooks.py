@@ -98,8 +98,8 @@ def _warm(dataset: str) -> tuple[str, bool, float]:
     "Fill the shared cache (`OPENGEN_CACHE`) with the real-data statistics and reference row of `dataset` that most chapters"
     " and the card tests read: made once, before any notebook, instead of by every process that first needs them at once."
     t0 = time.time()
-    from opengen.metrics import real_stats, reference_row, training_features
-    real_stats(dataset); reference_row(dataset, 1000); training_features(dataset)
+    from opengen.metrics import real_stats, reference_row
+    real_stats(dataset); reference_row(dataset, 1000)
     return f'real-data statistics of {dataset} (the shared cache)', True, time.time() - t0
 
 

@@ -82,7 +82,7 @@ def scaled_latent(mu: torch.Tensor, # the posterior's mean (B, C, 7, 7)
                   scale, # the scale factor (`latent_scale`)
                   noise: torch.Tensor | None = None # the standard normal draw of the posterior sample (None: drawn here)
                  ) -> torch.Tensor:
-    "The second stage's data: z = scale · z̃, with z̃ = μ + σ·noise one draw from the posterior q(z | x) (`reparameterize`). `KLAutoencoder.latents` and so `LatentFlow.to_path_space` call it."
+    "The second stage's data: z = scale · z̃, with z̃ = μ + σ·noise one draw from the posterior q(z | x) (`reparameterize`). The autoencoder's latents method, and so the latent flow's to_path_space, call it."
     return reparameterize(mu, logvar, noise) * scale
 
 # %% ../../nbs/29_latent.ipynb #0c6995fb
